@@ -1,0 +1,77 @@
+"""Builds the Starlette app: routes and the lifespan that wires the parts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.routing import Mount, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from hub.bus import create_bus
+from hub.bus.relay import Relay
+from hub.config import Settings
+from hub.services import presence
+from hub.services.context import Hub
+from hub.store import Store
+from hub.store.embedded import EmbeddedPostgres
+from hub.transport import http, ws
+from hub.transport import methods as _methods  # noqa: F401  (registers handlers)
+
+logger = logging.getLogger("beadhub")
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        embedded: EmbeddedPostgres | None = None
+        dsn = settings.database_url
+        if not dsn:
+            embedded = EmbeddedPostgres(settings.data_dir)
+            dsn = await asyncio.to_thread(embedded.start)
+        store = Store(dsn, min_size=settings.pool_min, max_size=settings.pool_max)
+        bus = create_bus(
+            settings.bus_url,
+            prefix=settings.bus_prefix,
+            instance_id=settings.instance_id,
+            heartbeat_seconds=settings.instance_heartbeat_seconds,
+            instance_ttl=settings.instance_ttl_seconds,
+        )
+        relay = Relay(bus)
+        hub = Hub(settings=settings, store=store, bus=bus, relay=relay)
+
+        async def on_offline(project_id: str, agent_ids: list[str]) -> None:
+            await presence.instance_lost(hub, project_id, agent_ids)
+
+        bus.set_handlers(relay.on_bus_message, on_offline)
+        await store.open()
+        await bus.connect()
+        app.state.hub = hub
+        logger.info(
+            "beadhub instance %s ready (bus %s)",
+            settings.instance_id,
+            settings.bus_url.split("@")[-1],
+        )
+        try:
+            yield
+        finally:
+            await bus.disconnect()
+            await store.close()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+
+    routes = [
+        *http.routes,
+        WebSocketRoute("/v1/ws", ws.agent_socket),
+    ]
+    if STATIC_DIR.is_dir():
+        routes.append(Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"))
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,58 @@
+"""The bus interface every backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+
+#: Called for each message from a subscribed channel: (channel, data).
+MessageHandler = Callable[[str, bytes], None]
+#: Called when a dead instance's agents are found offline:
+#: (project_id, agent_ids that now have no session anywhere).
+OfflineHandler = Callable[[str, list[str]], Awaitable[None]]
+
+
+class Bus(ABC):
+    """Channels carry opaque bytes. Presence counts sessions per agent.
+
+    ``presence_join``/``presence_leave`` return True exactly when the agent's
+    first session opens / last session closes, across every instance that
+    shares the bus, so one instance (and only one) announces the change.
+    """
+
+    instance_id: str
+
+    def __init__(self) -> None:
+        self._on_message: MessageHandler = lambda channel, data: None
+        self._on_offline: OfflineHandler | None = None
+
+    def set_handlers(self, on_message: MessageHandler, on_offline: OfflineHandler) -> None:
+        self._on_message = on_message
+        self._on_offline = on_offline
+
+    @abstractmethod
+    async def connect(self) -> None: ...
+
+    @abstractmethod
+    async def disconnect(self) -> None: ...
+
+    @abstractmethod
+    async def publish(self, channel: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    async def subscribe(self, channel: str) -> None: ...
+
+    @abstractmethod
+    async def unsubscribe(self, channel: str) -> None: ...
+
+    @abstractmethod
+    async def presence_join(self, project_id: str, agent_id: str, session_id: str) -> bool: ...
+
+    @abstractmethod
+    async def presence_leave(self, project_id: str, agent_id: str, session_id: str) -> bool: ...
+
+    @abstractmethod
+    async def online_agents(self, project_id: str) -> set[str]: ...
+
+    @abstractmethod
+    async def ping(self) -> bool: ...

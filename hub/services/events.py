@@ -1,0 +1,177 @@
+"""The per-project event log, and how a change announces itself.
+
+A state change and the event announcing it are written in one transaction
+(:func:`change`); only after the commit is the event published on the bus.
+So an event a client sees is always backed by committed state, and a client
+that missed events reads them back with :func:`since`.
+
+Cursors are ``events.seq``. Sequence values are taken at insert time, not
+at commit, so a transaction that started earlier may commit a smaller seq
+after a larger one was already delivered. :func:`since` therefore also
+returns events up to ``LATE_COMMIT_WINDOW`` older than the cursor's own;
+clients drop the ones they saw by event id. Write transactions here are a
+few statements long, far shorter than the window.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from hub.services.clock import iso
+from hub.services.context import Hub
+
+logger = logging.getLogger("beadhub.events")
+
+LATE_COMMIT_WINDOW_SECONDS = 5
+REPLAY_LIMIT = 1000
+
+
+def channel(project_id: str) -> str:
+    return f"project:{project_id}"
+
+
+@dataclass(slots=True)
+class Event:
+    seq: int
+    id: str
+    project_id: str
+    type: str
+    data: dict[str, Any]
+    recipients: list[str] | None
+    at: str
+
+    def visible_to(self, agent_id: str | None) -> bool:
+        """Humans on the dashboard see the project's whole feed."""
+        return self.recipients is None or agent_id is None or agent_id in self.recipients
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "id": self.id,
+            "cursor": str(self.seq),
+            "project_id": self.project_id,
+            "at": self.at,
+            "data": self.data,
+        }
+
+    def bus_message(self) -> dict[str, Any]:
+        message = self.wire()
+        message["recipients"] = self.recipients
+        return message
+
+    @classmethod
+    def from_bus(cls, message: dict[str, Any]) -> Event:
+        return cls(
+            seq=int(message["cursor"]),
+            id=message["id"],
+            project_id=message["project_id"],
+            type=message["type"],
+            data=message["data"],
+            recipients=message.get("recipients"),
+            at=message["at"],
+        )
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Event:
+        return cls(
+            seq=row["seq"],
+            id=row["id"],
+            project_id=row["project_id"],
+            type=row["type"],
+            data=row["payload"],
+            recipients=row["recipients"],
+            at=iso(row["created_at"]) or "",
+        )
+
+
+@dataclass(slots=True)
+class Change:
+    """An open transaction plus the events it will announce."""
+
+    conn: asyncpg.Connection
+    project_id: str
+    _pending: list[tuple[str, dict[str, Any], list[str] | None]] = field(default_factory=list)
+
+    def emit(self, type: str, data: dict[str, Any], recipients: list[str] | None = None) -> None:
+        self._pending.append((type, data, recipients))
+
+
+_INSERT = """
+INSERT INTO events (project_id, type, recipients, payload)
+VALUES ($1, $2, $3::uuid[], $4)
+RETURNING seq, id, project_id, type, recipients, payload, created_at
+"""
+
+
+@asynccontextmanager
+async def change(hub: Hub, project_id: str) -> AsyncIterator[Change]:
+    """``async with change(hub, pid) as tx``: write with ``tx.conn``,
+    announce with ``tx.emit``; events are stored before the commit and
+    published after it. An exception rolls back both."""
+    async with hub.store.connection() as conn:
+        tx = Change(conn, project_id)
+        async with conn.transaction():
+            yield tx
+            stored = [
+                Event.from_row(await conn.fetchrow(_INSERT, tx.project_id, type, recipients, data))
+                for type, data, recipients in tx._pending
+            ]
+    for event in stored:
+        await publish(hub, event)
+
+
+async def publish(hub: Hub, event: Event) -> None:
+    await hub.relay.publish(channel(event.project_id), event.bus_message())
+
+
+async def record(
+    hub: Hub,
+    project_id: str,
+    type: str,
+    data: dict[str, Any],
+    recipients: list[str] | None = None,
+) -> None:
+    """Store and publish an event that has no other state change with it."""
+    async with change(hub, project_id) as tx:
+        tx.emit(type, data, recipients)
+
+
+_SINCE = """
+SELECT seq, id, project_id, type, recipients, payload, created_at
+FROM events
+WHERE project_id = $1
+  AND ($3::uuid IS NULL OR recipients IS NULL OR $3::uuid = ANY(recipients))
+  AND (
+    seq > $2
+    OR created_at >= (
+      SELECT created_at - make_interval(secs => $4)
+      FROM events WHERE seq = $2 AND project_id = $1
+    )
+  )
+ORDER BY seq
+LIMIT $5
+"""
+
+
+async def since(
+    hub: Hub, project_id: str, agent_id: str | None, cursor: int, limit: int = REPLAY_LIMIT
+) -> list[Event]:
+    """Events after ``cursor`` visible to the agent (all of them for a
+    human), plus late committers near the cursor (see the module doc)."""
+    rows = await hub.store.fetch(
+        _SINCE, project_id, cursor, agent_id, float(LATE_COMMIT_WINDOW_SECONDS), limit
+    )
+    return [Event.from_row(row) for row in rows]
+
+
+async def latest_cursor(hub: Hub, project_id: str) -> int:
+    value = await hub.store.fetchval(
+        "SELECT coalesce(max(seq), 0) FROM events WHERE project_id = $1", project_id
+    )
+    return int(value)

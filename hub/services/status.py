@@ -1,0 +1,22 @@
+"""The team at a glance: the caller, every agent and what each holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hub.services import presence
+from hub.services.clock import iso, now
+from hub.services.context import Actor, Hub
+
+
+async def get(hub: Hub, actor: Actor) -> dict[str, Any]:
+    agents = await presence.list_agents(hub, actor.project_id)
+    me = next((a for a in agents if a["agent_id"] == actor.agent_id), None)
+    return {
+        "project_id": actor.project_id,
+        "project_slug": actor.project_slug,
+        "workspace": me or {"alias": actor.alias, "human_name": actor.human_name},
+        "agents": agents,
+        "online_count": sum(1 for a in agents if a["online"]),
+        "timestamp": iso(now()),
+    }

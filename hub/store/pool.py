@@ -1,0 +1,119 @@
+"""The asyncpg pool every service shares.
+
+Services take connections from :attr:`Store.pool` and write plain SQL. JSON
+columns are decoded with orjson; ``uuid`` values come back as strings so
+that ids cross the wire unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import orjson
+
+from protocol.errors import RpcError, unavailable
+
+#: Errors that mean "the database cannot be reached", as opposed to a bad query.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncio.TimeoutError,
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, RpcError)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name,
+            encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+    await conn.set_type_codec("uuid", encoder=str, decoder=str, schema="pg_catalog", format="text")
+
+
+class Store:
+    """Owns the pool. ``await store.open()`` before use, ``close()`` after."""
+
+    def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 20) -> None:
+        self.dsn = dsn
+        self.min_size = min_size
+        self.max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("Store.open() was not awaited")
+        return self._pool
+
+    async def open(self) -> None:
+        from hub.store.migrations import migrate
+
+        await migrate(self.dsn)
+        self._pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            init=_init_connection,
+            command_timeout=30,
+            # Fail fast when the database is down so callers get
+            # "unavailable" instead of hanging.
+            timeout=5,
+            server_settings={"application_name": f"beadhub-{os.getpid()}"},
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            async with self.pool.acquire() as conn:
+                yield conn
+        except CONNECTION_ERRORS as exc:
+            raise unavailable() from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.connection() as conn:
+            return await conn.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        async with self.connection() as conn:
+            return await conn.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        async with self.connection() as conn:
+            return await conn.fetchval(query, *args)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        async with self.connection() as conn:
+            return await conn.execute(query, *args)
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(2):
+                return await self.fetchval("SELECT 1") == 1
+        except (RpcError, *CONNECTION_ERRORS):  # type: ignore[misc]
+            return False

@@ -1,0 +1,1 @@
+"""Thin adapters over hub.services: WebSocket JSON-RPC, HTTP shim, dashboard."""

@@ -1,0 +1,70 @@
+"""The JSON-RPC method registry shared by every transport.
+
+A handler takes a :class:`Call` and its validated params model and returns a
+JSON-able result; it only translates between the wire and a service call.
+Params models come from the protocol catalogue, so the names and schemas on
+the wire are defined once, in :mod:`protocol.methods`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from hub.services.context import Actor, Hub
+from protocol.errors import ErrorCode, RpcError
+from protocol.methods import CATALOGUE
+
+if TYPE_CHECKING:
+    from hub.transport.ws import AgentSession
+
+P = TypeVar("P", bound=BaseModel)
+Handler = Callable[["Call", Any], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class Call:
+    hub: Hub
+    actor: Actor
+    #: The WebSocket session the call came on, when there is one.
+    session: AgentSession | None = None
+
+
+HANDLERS: dict[str, Handler] = {}
+
+
+def method(name: str) -> Callable[[Handler], Handler]:
+    if name not in CATALOGUE:
+        raise KeyError(f"{name} is not in the protocol catalogue")
+
+    def register(handler: Handler) -> Handler:
+        HANDLERS[name] = handler
+        return handler
+
+    return register
+
+
+def validation_error(exc: ValidationError) -> RpcError:
+    problems = [
+        {"field": ".".join(str(p) for p in err["loc"]) or "params", "problem": err["msg"]}
+        for err in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+    summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+    return RpcError(ErrorCode.INVALID_PARAMS, f"invalid params: {summary}", {"errors": problems})
+
+
+def parse_params(model: type[P], params: dict[str, Any]) -> P:
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+async def dispatch(call: Call, name: str, params: dict[str, Any]) -> Any:
+    handler = HANDLERS.get(name)
+    if handler is None:
+        raise RpcError(ErrorCode.METHOD_NOT_FOUND, f"method not found: {name}")
+    return await handler(call, parse_params(CATALOGUE[name], params))

@@ -1,0 +1,231 @@
+"""Agent sessions: JSON-RPC 2.0 over a WebSocket at ``GET /v1/ws``.
+
+Behaviour and limits:
+
+- Auth happens in the handshake (``Authorization: Bearer <api_key>``, or
+  ``?ticket=`` for browsers). A bad key gets HTTP 401 with a JSON body and no
+  socket.
+- Requests run concurrently (a ``chat.send`` that waits does not hold up
+  the session), at most ``MAX_IN_FLIGHT`` at once; more get RATE_LIMITED.
+  Responses may therefore arrive out of order: match them by ``id``.
+- A request frame larger than ``max_request_bytes`` gets TOO_LARGE and the
+  socket stays open; a frame larger than ``ws_max_frame_bytes`` is refused
+  by the WebSocket layer (close code 1009).
+- Events are pushed as ``{"method": "event", "params": {...}}``. Connect with
+  ``?cursor=N`` to first receive the events after N from the store, then the
+  live stream, with nothing lost in between (duplicates share an ``id``).
+- Liveness: the server pings; a socket that stops answering is closed and
+  the agent goes offline when its last session ends.
+- A client that reads too slowly (``MAX_QUEUED`` frames behind) is
+  disconnected with 1013 rather than buffered without bound; it resumes
+  from its cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from hub.services import auth, events, presence
+from hub.services.context import Actor, Hub
+from hub.store import database_unavailable
+from hub.transport.rpc import Call, dispatch
+from protocol import jsonrpc
+from protocol.errors import ErrorCode, RpcError
+
+logger = logging.getLogger("beadhub.ws")
+
+MAX_IN_FLIGHT = 64
+MAX_QUEUED = 10_000
+_FRAME_KEY = "\x00frame"
+
+
+def _request_id(raw: str | bytes) -> Any:
+    """The id of a request we refuse without handling, so the client can
+    still match the error to its call."""
+    with contextlib.suppress(Exception):
+        request_id = jsonrpc.decode(raw).get("id")
+        if isinstance(request_id, (int, str)):
+            return request_id
+    return None
+
+
+def _event_frame(message: dict[str, Any]) -> str:
+    """Encode an event once, however many sessions it goes to."""
+    frame = message.get(_FRAME_KEY)
+    if frame is None:
+        wire = {k: v for k, v in message.items() if k != "recipients"}
+        frame = message[_FRAME_KEY] = jsonrpc.event(wire).decode()
+    return frame
+
+
+class AgentSession:
+    def __init__(self, hub: Hub, actor: Actor, websocket: WebSocket) -> None:
+        self.id = uuid.uuid4().hex
+        self.hub = hub
+        self.actor = actor
+        self.websocket = websocket
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._replay_buffer: list[dict[str, Any]] | None = None
+        self._closing = False
+
+    # -- outgoing ---------------------------------------------------------
+
+    def send(self, frame: str) -> None:
+        if self._closing:
+            return
+        if self._queue.qsize() >= MAX_QUEUED:
+            logger.warning("session %s is %d frames behind; closing", self.id, MAX_QUEUED)
+            self._closing = True
+            self._queue.put_nowait(None)
+            return
+        self._queue.put_nowait(frame)
+
+    def on_event(self, message: dict[str, Any]) -> None:
+        recipients = message.get("recipients")
+        agent_id = self.actor.agent_id
+        if recipients is not None and agent_id is not None and agent_id not in recipients:
+            return
+        if self._replay_buffer is not None:
+            self._replay_buffer.append(message)
+            return
+        self.send(_event_frame(message))
+
+    async def _writer(self) -> None:
+        while True:
+            frame = await self._queue.get()
+            if frame is None:
+                await self.websocket.close(code=1013)
+                return
+            await self.websocket.send_text(frame)
+
+    # -- resume -------------------------------------------------------------
+
+    async def replay(self, cursor: int) -> None:
+        """Send what the store has after ``cursor``, then what arrived live
+        meanwhile, each event once."""
+        sent: set[str] = set()
+        while True:
+            batch = await events.since(self.hub, self.actor.project_id, self.actor.agent_id, cursor)
+            for event in batch:
+                if event.id not in sent:
+                    sent.add(event.id)
+                    self.send(_event_frame(event.bus_message()))
+            if len(batch) < events.REPLAY_LIMIT:
+                break
+            cursor = batch[-1].seq
+        buffered, self._replay_buffer = self._replay_buffer or [], None
+        for message in buffered:
+            if message["id"] not in sent:
+                self.send(_event_frame(message))
+
+    # -- incoming -------------------------------------------------------------
+
+    async def handle(self, raw: str | bytes) -> None:
+        request_id: Any = None
+        try:
+            if len(raw) > self.hub.settings.max_request_bytes:
+                request_id = _request_id(raw)
+                raise RpcError(
+                    ErrorCode.TOO_LARGE,
+                    f"request is {len(raw)} bytes; the limit is "
+                    f"{self.hub.settings.max_request_bytes}",
+                )
+            request = jsonrpc.parse_request(raw)
+            request_id = request.id
+            call = Call(self.hub, self.actor, self)
+            result = await dispatch(call, request.method, request.params)
+            if request_id is not None:
+                self.send(jsonrpc.result(request_id, result).decode())
+        except RpcError as exc:
+            request_id = getattr(exc, "request_id", request_id)
+            self.send(jsonrpc.error(request_id, exc).decode())
+        except Exception as exc:
+            if database_unavailable(exc):
+                error = RpcError(ErrorCode.UNAVAILABLE, "the hub's database is unavailable")
+            else:
+                logger.exception("internal error")
+                error = RpcError(ErrorCode.INTERNAL_ERROR, "internal error")
+            self.send(jsonrpc.error(request_id, error).decode())
+
+    def start_request(self, raw: str | bytes) -> None:
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            error = RpcError(
+                ErrorCode.RATE_LIMITED, f"more than {MAX_IN_FLIGHT} requests in flight"
+            )
+            self.send(jsonrpc.error(_request_id(raw), error).decode())
+            return
+        task = asyncio.create_task(self.handle(raw))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def run(self, cursor: int | None) -> None:
+        channel = events.channel(self.actor.project_id)
+        writer = asyncio.create_task(self._writer())
+        if cursor is not None:
+            self._replay_buffer = []
+        await self.hub.relay.add(channel, self.on_event)
+        try:
+            if self.actor.agent_id is not None:
+                await presence.session_opened(self.hub, self.actor, self.id)
+            if cursor is not None:
+                await self.replay(cursor)
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                raw = message.get("text")
+                if raw is None:
+                    raw = message.get("bytes") or b""
+                self.start_request(raw)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self._closing = True
+            await self.hub.relay.remove(channel, self.on_event)
+            for task in list(self._in_flight):
+                task.cancel()
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            if self.actor.agent_id is not None:
+                try:
+                    await presence.session_closed(self.hub, self.actor, self.id)
+                except Exception:
+                    logger.exception("could not record the end of session %s", self.id)
+
+
+async def authenticate_socket(hub: Hub, websocket: WebSocket) -> Actor:
+    ticket = websocket.query_params.get("ticket")
+    if ticket:
+        from hub.services import tickets
+
+        return await tickets.redeem(hub, ticket)
+    return await auth.authenticate(hub, auth.bearer_token(websocket.headers.get("authorization")))
+
+
+async def agent_socket(websocket: WebSocket) -> None:
+    hub: Hub = websocket.app.state.hub
+    try:
+        actor = await authenticate_socket(hub, websocket)
+        cursor_text = websocket.query_params.get("cursor")
+        cursor = int(cursor_text) if cursor_text else None
+        if cursor is not None and cursor < 0:
+            raise ValueError
+    except RpcError as exc:
+        body = {"detail": exc.message, "code": int(exc.code)}
+        await websocket.send_denial_response(JSONResponse(body, status_code=exc.http_status))
+        return
+    except ValueError:
+        body = {"detail": "cursor must be a non-negative integer", "code": -32602}
+        await websocket.send_denial_response(JSONResponse(body, status_code=400))
+        return
+    await websocket.accept()
+    await AgentSession(hub, actor, websocket).run(cursor)

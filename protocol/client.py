@@ -1,0 +1,246 @@
+"""A small asyncio client for the hub's agent protocol.
+
+    async with HubClient("ws://127.0.0.1:8000", api_key) as hub:
+        me = await hub.call("session.whoami")
+        event = await hub.next_event("mail")
+
+Behaviour:
+
+- ``call`` sends a request and waits for its response; an error response
+  raises :class:`~protocol.errors.RpcError` with the hub's code.
+- Events land in an unbounded queue read by ``next_event``/``events()``.
+  Each event is delivered once: the client remembers recent event ids and
+  drops the duplicates a resume may replay.
+- With ``reconnect=True`` (the default) a lost connection is re-opened with
+  exponential backoff, resuming from the last cursor seen, so no event is
+  missed. Calls in flight when the connection drops raise
+  :class:`ConnectionLost`: their outcome is unknown, and the caller decides
+  whether to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from protocol.errors import ErrorCode, RpcError
+
+Event = dict[str, Any]
+
+
+class ConnectionLost(ConnectionError):
+    """The connection dropped before the hub answered."""
+
+
+class HubClient:
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        *,
+        ticket: str | None = None,
+        cursor: int | None = None,
+        reconnect: bool = True,
+        max_backoff: float = 2.0,
+        open_timeout: float = 10.0,
+        remember_ids: int = 20_000,
+    ) -> None:
+        base = url.rstrip("/")
+        if base.startswith("http"):
+            base = "ws" + base[4:]
+        self.url = base if base.endswith("/v1/ws") else base + "/v1/ws"
+        self.api_key = api_key
+        self.ticket = ticket
+        self.cursor = cursor
+        self.reconnect = reconnect
+        self.max_backoff = max_backoff
+        self.open_timeout = open_timeout
+        self.connections = 0
+        self._ws: ClientConnection | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._remember = remember_ids
+        self._reader: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._closed = False
+
+    # -- connection -----------------------------------------------------------
+
+    def _connect_url(self) -> str:
+        params = []
+        if self.ticket:
+            params.append(f"ticket={self.ticket}")
+        if self.cursor is not None:
+            params.append(f"cursor={self.cursor}")
+        return self.url + ("?" + "&".join(params) if params else "")
+
+    async def _open(self) -> None:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self._ws = await connect(
+            self._connect_url(),
+            additional_headers=headers,
+            open_timeout=self.open_timeout,
+            max_size=None,
+            compression=None,
+        )
+        self.connections += 1
+        self._connected.set()
+
+    async def connect(self) -> HubClient:
+        try:
+            await self._open()
+        except InvalidStatus as exc:
+            body = exc.response.body or b"{}"
+            detail = orjson.loads(body).get("detail", "") if body.startswith(b"{") else ""
+            code = (
+                ErrorCode.UNAUTHORIZED
+                if exc.response.status_code == 401
+                else ErrorCode.INVALID_REQUEST
+            )
+            raise RpcError(code, detail or f"HTTP {exc.response.status_code}") from None
+        self._reader = asyncio.create_task(self._read_loop())
+        return self
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if self._ws is not None:
+            await self._ws.close()
+        self._fail_pending()
+
+    async def __aenter__(self) -> HubClient:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _fail_pending(self) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionLost("connection to the hub was lost"))
+        self._pending.clear()
+
+    async def _read_loop(self) -> None:
+        backoff = 0.05
+        while True:
+            assert self._ws is not None
+            try:
+                async for frame in self._ws:
+                    self._on_frame(frame)
+            except ConnectionClosed:
+                pass
+            self._connected.clear()
+            self._fail_pending()
+            if self._closed or not self.reconnect:
+                return
+            while True:
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, self.max_backoff)
+                try:
+                    await self._open()
+                    backoff = 0.05
+                    break
+                except (TimeoutError, OSError, InvalidStatus, ConnectionClosed):
+                    continue
+
+    def _on_frame(self, frame: str | bytes) -> None:
+        message = orjson.loads(frame)
+        if "id" in message and ("result" in message or "error" in message):
+            future = self._pending.pop(message["id"], None)
+            if future is None or future.done():
+                return
+            if "error" in message:
+                error = message["error"]
+                future.set_exception(RpcError(error["code"], error["message"], error.get("data")))
+            else:
+                future.set_result(message["result"])
+        elif message.get("method") == "event":
+            self._on_event(message["params"])
+
+    def _on_event(self, event: Event) -> None:
+        event_id = event.get("id")
+        if event_id is not None:
+            if event_id in self._seen:
+                return
+            self._seen[event_id] = None
+            if len(self._seen) > self._remember:
+                self._seen.popitem(last=False)
+        cursor = event.get("cursor")
+        if cursor is not None:
+            value = int(cursor)
+            if self.cursor is None or value > self.cursor:
+                self.cursor = value
+        self._events.put_nowait(event)
+
+    # -- calls and events -----------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            await self._connected.wait()
+
+    async def call(self, method: str, params: dict[str, Any] | None = None, /, **kw: Any) -> Any:
+        if self._ws is None:
+            raise RuntimeError("HubClient.connect() was not awaited")
+        if not self._connected.is_set():
+            raise ConnectionLost("not connected to the hub")
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        payload = {
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "method": method,
+            "params": {**(params or {}), **kw},
+        }
+        try:
+            await self._ws.send(orjson.dumps(payload).decode())
+        except ConnectionClosed:
+            self._pending.pop(request_id, None)
+            raise ConnectionLost("connection to the hub was lost") from None
+        return await future
+
+    async def send_raw(self, frame: str | bytes) -> None:
+        assert self._ws is not None
+        await self._ws.send(frame)
+
+    async def next_event(
+        self,
+        type: str | None = None,
+        *,
+        timeout: float = 10.0,
+        where: Callable[[Event], bool] | None = None,
+    ) -> Event:
+        """The next event of ``type`` matching ``where``; others are dropped."""
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await self._events.get()
+                if (type is None or event["type"] == type) and (where is None or where(event)):
+                    return event
+
+    def pending_events(self) -> list[Event]:
+        found = []
+        while not self._events.empty():
+            found.append(self._events.get_nowait())
+        return found
+
+    async def events(self) -> AsyncIterator[Event]:
+        while True:
+            yield await self._events.get()

@@ -1,0 +1,17 @@
+"""The method catalogue: method name -> params model.
+
+One module per concern; each exports ``METHODS``. Results are plain JSON
+objects documented in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from protocol.methods import session
+
+CATALOGUE: dict[str, type[BaseModel]] = {}
+for _module in (session,):
+    CATALOGUE.update(_module.METHODS)
+
+__all__ = ["CATALOGUE"]

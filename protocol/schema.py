@@ -1,0 +1,27 @@
+"""Shared pieces of the method catalogue's parameter models."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+Alias = Annotated[str, StringConstraints(pattern=ALIAS_RE.pattern)]
+Slug = Annotated[str, StringConstraints(pattern=SLUG_RE.pattern)]
+ShortText = Annotated[str, StringConstraints(max_length=200)]
+Text = Annotated[str, StringConstraints(max_length=4000)]
+
+
+class Params(BaseModel):
+    """Base of every method's params: unknown fields are an error, so a
+    typo in a field name is reported instead of silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(Params):
+    pass

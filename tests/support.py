@@ -1,0 +1,202 @@
+"""Helpers shared by the tests and the benchmarks: free ports, throwaway
+databases, in-process and subprocess hub servers, onboarding."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import uvicorn
+
+from hub.app import create_app
+from hub.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_DSN = os.environ.get("BEADHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("BEADHUB_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def dsn_for(database: str, admin_dsn: str = ADMIN_DSN) -> str:
+    base, _, _ = admin_dsn.rpartition("/")
+    return f"{base}/{database}"
+
+
+async def create_database(admin_dsn: str = ADMIN_DSN) -> str:
+    name = "beadhub_t_" + uuid.uuid4().hex[:10]
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return dsn_for(name, admin_dsn)
+
+
+async def drop_database(dsn: str, admin_dsn: str = ADMIN_DSN) -> None:
+    name = dsn.rsplit("/", 1)[1]
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@dataclass
+class RunningHub:
+    settings: Settings
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.settings.host}:{self.settings.port}"
+
+    @property
+    def hub(self) -> Any:
+        return self.server.config.app.state.hub  # type: ignore[union-attr]
+
+
+@contextlib.asynccontextmanager
+async def running_hub(**overrides: Any) -> AsyncIterator[RunningHub]:
+    """A real uvicorn server in this event loop, on a free loopback port."""
+    settings = Settings(host="127.0.0.1", port=free_port(), **overrides)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=os.environ.get("BEADHUB_TEST_LOG", "warning"),
+        lifespan="on",
+        ws_max_size=settings.ws_max_frame_bytes,
+        ws_ping_interval=settings.ws_ping_interval,
+        ws_ping_timeout=settings.ws_ping_timeout,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("hub server exited during start-up")
+        await asyncio.sleep(0.01)
+    try:
+        yield RunningHub(settings, server, task)
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def onboard(
+    base_url: str,
+    project_slug: str,
+    alias: str | None = None,
+    *,
+    human_name: str = "",
+    role: str = "",
+    repo_origin: str = "git@github.com:acme/widgets.git",
+    **extra: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "project_slug": project_slug,
+        "repo_origin": repo_origin,
+        "human_name": human_name,
+        "role": role,
+        "hostname": "test-host",
+        "workspace_path": f"/work/{alias or uuid.uuid4().hex[:6]}",
+        **extra,
+    }
+    if alias is not None:
+        body["alias"] = alias
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        response = await client.post("/v1/init", json=body)
+    response.raise_for_status()
+    return response.json()  # type: ignore[no-any-return]
+
+
+class HubProcess:
+    """``beadhub serve`` as a real subprocess (for restarts, SIGKILL, several
+    instances). Output goes to a log file the test can print on failure."""
+
+    def __init__(
+        self,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.env = {**os.environ, **(env or {})}
+        self.args = args or []
+        self.log_path = log_path or Path(f"/tmp/beadhub-{self.port}.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> HubProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "serve", "--port", str(self.port), *self.args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.http_url + "/ready", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        raise TimeoutError(f"hub did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)

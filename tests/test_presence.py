@@ -1,0 +1,128 @@
+"""Presence comes from the connection: online while a session is open,
+offline (announced to the team) when the last one closes."""
+
+from __future__ import annotations
+
+import httpx
+
+from protocol.client import HubClient
+from tests.support import RunningHub, onboard, unique
+
+
+def _presence_of(alias: str, online: bool):
+    return lambda e: e["data"]["alias"] == alias and e["data"]["online"] is online
+
+
+async def test_team_sees_an_agent_come_online_and_go_offline(any_server: RunningHub):
+    slug = unique("proj")
+    alice = await onboard(any_server.http_url, slug, "alice")
+    bob = await onboard(any_server.http_url, slug, "bob")
+    async with HubClient(any_server.ws_url, alice["api_key"]) as a:
+        bob_client = await HubClient(any_server.ws_url, bob["api_key"]).connect()
+        await a.next_event("presence", where=_presence_of("bob", True), timeout=2)
+        listed = {x["alias"]: x["online"] for x in (await a.call("presence.list"))["agents"]}
+        assert listed == {"alice": True, "bob": True}
+
+        await bob_client.close()
+        event = await a.next_event("presence", where=_presence_of("bob", False), timeout=2)
+        assert event["data"]["last_seen"]
+        listed = {x["alias"]: x["online"] for x in (await a.call("presence.list"))["agents"]}
+        assert listed == {"alice": True, "bob": False}
+
+
+async def test_an_agent_with_two_sessions_stays_online_until_both_close(join, connect, hub_server):
+    alice = await join("alice")
+    bob = await join("bob")
+    a = await connect(alice)
+    b1 = await HubClient(hub_server.ws_url, bob["api_key"]).connect()
+    b2 = await HubClient(hub_server.ws_url, bob["api_key"]).connect()
+    await a.next_event("presence", where=_presence_of("bob", True))
+    await b1.close()
+    # The remaining session keeps bob online: the next presence event about
+    # bob is the offline one sent after the second close, not before.
+    online = {x["alias"]: x["online"] for x in (await a.call("presence.list"))["agents"]}
+    assert online["bob"] is True
+    await b2.close()
+    await a.next_event("presence", where=_presence_of("bob", False), timeout=2)
+    assert a.pending_events() == []
+
+
+async def test_presence_update_reaches_the_team(join, connect):
+    alice, bob = await join("alice"), await join("bob")
+    a, b = await connect(alice), await connect(bob)
+    await b.call(
+        "presence.update",
+        repo="widgets",
+        branch="feat/api",
+        program="claude-code",
+        model="opus",
+        role="backend",
+        focus="bd-12: API endpoints",
+    )
+    event = await a.next_event(
+        "presence", where=lambda e: e["data"]["alias"] == "bob" and e["data"]["branch"]
+    )
+    assert event["data"]["branch"] == "feat/api"
+    assert event["data"]["focus"] == "bd-12: API endpoints"
+    status = await a.call("status.get")
+    bob_row = next(x for x in status["agents"] if x["alias"] == "bob")
+    assert (bob_row["program"], bob_row["role"], bob_row["online"]) == (
+        "claude-code",
+        "backend",
+        True,
+    )
+
+
+async def test_projects_never_see_each_other(hub_server, connect):
+    mine = await onboard(hub_server.http_url, unique("proj"), "alice")
+    theirs = await onboard(hub_server.http_url, unique("proj"), "mallory")
+    a = await connect(mine)
+    await connect(theirs)
+    aliases = [x["alias"] for x in (await a.call("presence.list"))["agents"]]
+    assert aliases == ["alice"]
+    assert all(e["data"].get("alias") != "mallory" for e in a.pending_events())
+
+
+async def test_init_canonicalises_the_repo_and_suggests_aliases(hub_server):
+    slug = unique("proj")
+    first = await onboard(
+        hub_server.http_url,
+        slug,
+        None,
+        role="frontend",
+        repo_origin="git@github.com:Acme/Widgets.git",
+    )
+    second = await onboard(
+        hub_server.http_url,
+        slug,
+        None,
+        role="frontend",
+        repo_origin="https://github.com/Acme/Widgets",
+    )
+    assert first["canonical_origin"] == second["canonical_origin"] == "github.com/Acme/Widgets"
+    assert first["repo_id"] == second["repo_id"]
+    assert first["alias"] == "alice-frontend" and second["alias"] == "bob-frontend"
+    assert first["api_key"].startswith("bh_") and first["api_key"] != second["api_key"]
+
+
+async def test_init_refuses_to_hand_an_alias_to_another_workspace(hub_server):
+    slug = unique("proj")
+    await onboard(hub_server.http_url, slug, "alice", workspace_path="/a")
+    async with httpx.AsyncClient(base_url=hub_server.http_url) as http:
+        taken = await http.post(
+            "/v1/init",
+            json={"project_slug": slug, "alias": "alice", "workspace_path": "/elsewhere"},
+        )
+        bad = await http.post("/v1/init", json={"project_slug": "Not A Slug!", "alias": "x"})
+        again = await http.post(
+            "/v1/init",
+            json={
+                "project_slug": slug,
+                "alias": "alice",
+                "hostname": "test-host",
+                "workspace_path": "/a",
+            },
+        )
+    assert taken.status_code == 409 and "taken" in taken.json()["detail"]
+    assert bad.status_code == 422 and "slug" in bad.json()["detail"]
+    assert again.status_code == 200 and again.json()["created"] is False
