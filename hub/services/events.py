@@ -8,9 +8,11 @@ that missed events reads them back with :func:`since`.
 Cursors are ``events.seq``. Sequence values are taken at insert time, not
 at commit, so a transaction that started earlier may commit a smaller seq
 after a larger one was already delivered. :func:`since` therefore also
-returns events up to ``LATE_COMMIT_WINDOW`` older than the cursor's own;
-clients drop the ones they saw by event id. Write transactions here are a
-few statements long, far shorter than the window.
+returns events up to ``LATE_COMMIT_WINDOW_SECONDS`` older than the
+cursor's own; clients drop the ones they saw by event id. The window only
+has to cover the time between an event's insert and its commit: events are
+inserted as the last statements of their transaction, so that is one
+commit (milliseconds), far shorter than the window.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from hub.services.context import Hub
 
 logger = logging.getLogger("beadhub.events")
 
-LATE_COMMIT_WINDOW_SECONDS = 5
+LATE_COMMIT_WINDOW_SECONDS = 2
 REPLAY_LIMIT = 1000
 
 
