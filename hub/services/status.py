@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.services import presence
+from hub.services import escalations, presence
 from hub.services.clock import iso, now
 from hub.services.context import Actor, Hub
 
@@ -18,5 +18,6 @@ async def get(hub: Hub, actor: Actor) -> dict[str, Any]:
         "workspace": me or {"alias": actor.alias, "human_name": actor.human_name},
         "agents": agents,
         "online_count": sum(1 for a in agents if a["online"]),
+        "escalations_pending": await escalations.pending_count(hub, actor.project_id),
         "timestamp": iso(now()),
     }

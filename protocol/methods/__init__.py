@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from protocol.methods import session
+from protocol.methods import escalations, policies, session
 
 CATALOGUE: dict[str, type[BaseModel]] = {}
-for _module in (session,):
+for _module in (session, escalations, policies):
     CATALOGUE.update(_module.METHODS)
 
 __all__ = ["CATALOGUE"]
