@@ -1,0 +1,750 @@
+"""Chat: conversations between agents, with send-and-wait.
+
+A conversation (chat session) is identified by its participants: opening a
+chat with the same set of agents again reuses it. Every message is stored
+(and its ``chat.message`` event recorded) before the sender gets an answer.
+
+Send-and-wait is driven by bus events, never by polling the database: the
+waiter registers a relay listener on the project channel *before* its own
+message commits (so a reply cannot slip in between), then sleeps on an
+asyncio event that the listener sets. It wakes for
+
+- a ``chat.message`` from another participant of the session: a reply
+  (``hang_on`` instead extends the deadline; ``sender_leaving`` ends the
+  wait as ``target_left``),
+- a ``chat.read`` by another participant: extends the deadline,
+- a ``presence`` event saying a target went offline: when every target is
+  gone the wait ends as ``target_left``.
+
+The relay receives other instances' events from Redis, so this works across
+instances unchanged. While waiting, ``chat_participants.waiting_until``
+holds the waiter's deadline, so ``chat.pending`` on any instance can tell
+the other side that the sender is waiting and for how long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from hub.services import clock, events, mail
+from hub.services.clock import iso
+from hub.services.context import Actor, Hub
+from hub.services.mail import check_body, parse_id
+from protocol.errors import invalid_params, not_found
+
+logger = logging.getLogger("beadhub.chat")
+
+#: How much longer a waiting sender waits when a target says "hang on".
+HANG_ON_EXTENSION_SECONDS = 60
+#: ... and when a target opens (reads) the conversation.
+READ_EXTENSION_SECONDS = 30
+#: A stream replays the caller's own last message (and what followed it)
+#: when that message is at most this old: bdh posts, then opens the stream.
+STREAM_REPLAY_SECONDS = 60
+
+_WATCHED = frozenset({"chat.message", "chat.read", "presence"})
+
+
+# -- queries ------------------------------------------------------------------
+
+_PARTICIPANTS = """
+SELECT p.agent_id, a.alias, p.last_read_seq, p.waiting_until, p.left_at,
+       coalesce(a.http_online_until > now(), false) AS http_online
+FROM chat_participants p JOIN agents a ON a.id = p.agent_id
+WHERE p.session_id = $1 AND p.project_id = $2
+ORDER BY a.alias
+"""
+
+_AGENTS_BY_ALIAS = """
+SELECT id, alias FROM agents
+WHERE project_id = $1 AND deleted_at IS NULL AND alias = ANY($2::text[])
+"""
+
+_CREATE_SESSION = """
+INSERT INTO chat_sessions (project_id, participant_key, created_by) VALUES ($1, $2, $3)
+ON CONFLICT (project_id, participant_key) DO NOTHING
+RETURNING id
+"""
+
+_FIND_SESSION = "SELECT id FROM chat_sessions WHERE project_id = $1 AND participant_key = $2"
+
+_ADD_PARTICIPANTS = """
+INSERT INTO chat_participants (session_id, agent_id, project_id)
+SELECT $1, unnest($2::uuid[]), $3
+ON CONFLICT DO NOTHING
+"""
+
+# One statement stores the message and updates the sender's own state: it
+# has read up to its message, has left or not, and waits or not.
+_INSERT_MESSAGE = """
+WITH m AS (
+    INSERT INTO chat_messages
+        (session_id, project_id, from_agent_id, from_alias, body, sender_leaving, hang_on)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    RETURNING id, seq, created_at
+), me AS (
+    UPDATE chat_participants p
+    SET last_read_seq = greatest(p.last_read_seq, m.seq),
+        left_at = CASE WHEN $6 THEN m.created_at END,
+        waiting_until = $8
+    FROM m
+    WHERE p.session_id = $1 AND p.agent_id = $3
+)
+SELECT id, seq, created_at FROM m
+"""
+
+_SET_WAITING = """
+UPDATE chat_participants SET waiting_until = $3 WHERE session_id = $1 AND agent_id = $2
+"""
+
+# Clears only our own wait: another wait by the same agent may have
+# replaced it meanwhile.
+_CLEAR_WAITING = """
+UPDATE chat_participants SET waiting_until = NULL
+WHERE session_id = $1 AND agent_id = $2 AND waiting_until = $3
+"""
+
+_MESSAGE_COLUMNS = "id, seq, from_agent_id, from_alias, body, sender_leaving, hang_on, created_at"
+
+
+# -- views ----------------------------------------------------------------------
+
+
+def _participant_list(parts: list[asyncpg.Record]) -> list[dict[str, str]]:
+    return [{"agent_id": p["agent_id"], "alias": p["alias"]} for p in parts]
+
+
+def _message_view(row: Any, read_seq: int, me: str) -> dict[str, Any]:
+    return {
+        "message_id": row["id"],
+        "from_agent_id": row["from_agent_id"],
+        "from_alias": row["from_alias"],
+        "from_agent": row["from_alias"],
+        "body": row["body"],
+        "timestamp": iso(row["created_at"]),
+        "sender_leaving": row["sender_leaving"],
+        "hang_on": row["hang_on"],
+        "read": row["seq"] <= read_seq or row["from_agent_id"] == me,
+    }
+
+
+def _wire(message: dict[str, Any]) -> dict[str, Any]:
+    """A bus message as a client sees the event (no recipients, and none of
+    the keys transports cache on the shared dict)."""
+    return {k: message[k] for k in ("type", "id", "cursor", "project_id", "at", "data")}
+
+
+def _bdh_event(message: dict[str, Any]) -> dict[str, Any]:
+    """A chat bus event in the shape of bdh's stream Event."""
+    data = message["data"]
+    if message["type"] == "chat.read":
+        return {
+            "type": "read_receipt",
+            "session_id": data["session_id"],
+            "reader_alias": data["reader_alias"],
+            "up_to_message_id": data["up_to_message_id"],
+            "extends_wait_seconds": data["extends_wait_seconds"],
+            "timestamp": data["timestamp"],
+        }
+    return {
+        "type": "message",
+        "session_id": data["session_id"],
+        "message_id": data["message_id"],
+        "from_agent": data["from_alias"],
+        "from_agent_id": data["from_agent_id"],
+        "body": data["body"],
+        "timestamp": data["timestamp"],
+        "sender_leaving": data["sender_leaving"],
+        "hang_on": data["hang_on"],
+        "extends_wait_seconds": data["extends_wait_seconds"],
+    }
+
+
+# -- session lookup ----------------------------------------------------------------
+
+
+def _member(parts: list[asyncpg.Record], agent_id: str, session_id: str) -> asyncpg.Record:
+    for part in parts:
+        if part["agent_id"] == agent_id:
+            return part
+    # Someone else's conversation looks the same as a missing one.
+    raise not_found(f"no chat session {session_id} for you", session_id=session_id)
+
+
+async def _open(conn: asyncpg.Connection, actor: Actor, agent_id: str, aliases: list[str]) -> str:
+    """The session of exactly the caller and these agents, created if new."""
+    wanted = list(dict.fromkeys(aliases))
+    rows = await conn.fetch(_AGENTS_BY_ALIAS, actor.project_id, wanted)
+    found = {r["alias"]: r["id"] for r in rows}
+    missing = [a for a in wanted if a not in found]
+    if missing:
+        raise not_found(
+            f"no agent {missing[0]!r} in this project", missing=missing, alias=missing[0]
+        )
+    members = sorted({agent_id, *found.values()})
+    if len(members) < 2:
+        raise invalid_params("a chat needs at least one other agent")
+    key = ",".join(members)
+    session_id = await conn.fetchval(_CREATE_SESSION, actor.project_id, key, agent_id)
+    if session_id is not None:
+        await conn.execute(_ADD_PARTICIPANTS, session_id, members, actor.project_id)
+        return str(session_id)
+    # Created before, or by a concurrent open that has committed by now.
+    session_id = await conn.fetchval(_FIND_SESSION, actor.project_id, key)
+    assert session_id is not None
+    return str(session_id)
+
+
+async def _online(hub: Hub, project_id: str, parts: list[asyncpg.Record]) -> set[str]:
+    connected = await hub.bus.online_agents(project_id)
+    return {p["agent_id"] for p in parts if p["agent_id"] in connected or p["http_online"]}
+
+
+# -- waiting -----------------------------------------------------------------------
+
+
+class _Listener:
+    """Collects the project's chat and presence events for one waiter and
+    wakes it; runs inside the relay's delivery, so it only appends."""
+
+    def __init__(self) -> None:
+        self.inbox: list[dict[str, Any]] = []
+        self.wake = asyncio.Event()
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        if message.get("type") in _WATCHED:
+            self.inbox.append(message)
+            self.wake.set()
+
+    def take(self) -> list[dict[str, Any]]:
+        taken, self.inbox = self.inbox, []
+        self.wake.clear()
+        return taken
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.wake.wait()
+
+
+class _Deadline:
+    """A monotonic deadline mirrored into ``chat_participants.waiting_until``
+    so other instances can see it."""
+
+    def __init__(self, hub: Hub, session_id: str, agent_id: str, seconds: float) -> None:
+        self.hub = hub
+        self.session_id = session_id
+        self.agent_id = agent_id
+        self.loop = asyncio.get_running_loop()
+        self.started = self.loop.time()
+        self.at = self.started + seconds
+        self.stored: datetime | None = None
+
+    def remaining(self) -> float:
+        return self.at - self.loop.time()
+
+    def wall(self) -> datetime:
+        return clock.now() + timedelta(seconds=max(self.remaining(), 0))
+
+    async def store(self) -> None:
+        self.stored = self.wall()
+        await self.hub.store.execute(_SET_WAITING, self.session_id, self.agent_id, self.stored)
+
+    async def extend(self, seconds: float) -> None:
+        """Push the deadline ``seconds`` further (from now if it has passed,
+        as bdh does), never beyond the hub's longest wait from now."""
+        if seconds <= 0:
+            return
+        now = self.loop.time()
+        limit = now + self.hub.settings.chat_max_wait_seconds
+        self.at = min(max(self.at, now) + seconds, limit)
+        await self.store()
+
+    async def clear(self) -> None:
+        if self.stored is None:
+            return
+        try:
+            await self.hub.store.execute(
+                _CLEAR_WAITING, self.session_id, self.agent_id, self.stored
+            )
+        except Exception:
+            # waiting_until expires on its own; pending ignores a past one.
+            logger.warning("could not clear the wait on chat session %s", self.session_id)
+
+
+async def _wait_for_reply(
+    agent_id: str,
+    sent: dict[str, Any],
+    listener: _Listener,
+    deadline: _Deadline,
+    targets: dict[str, str],
+) -> dict[str, Any]:
+    session_id = sent["session_id"]
+    seen: list[dict[str, Any]] = []
+    gone: set[str] = set()
+    status, reply = "timeout", None
+    while status == "timeout":
+        for message in listener.take():
+            data = message["data"]
+            kind = message["type"]
+            if kind == "presence":
+                target = data.get("agent_id")
+                if target not in targets:
+                    continue
+                if data.get("online"):
+                    gone.discard(target)
+                    continue
+                gone.add(target)
+                seen.append(_wire(message))
+                if gone >= targets.keys():
+                    status = "target_left"
+                    break
+                continue
+            if data.get("session_id") != session_id:
+                continue
+            if kind == "chat.read":
+                if data.get("reader_agent_id") == agent_id:
+                    continue
+                seen.append(_wire(message))
+                await deadline.extend(data.get("extends_wait_seconds") or 0)
+                continue
+            sender = data.get("from_agent_id")
+            if sender == agent_id or sender not in targets:
+                continue
+            seen.append(_wire(message))
+            if data.get("hang_on"):
+                await deadline.extend(data.get("extends_wait_seconds") or 0)
+                continue
+            reply = {
+                "message_id": data["message_id"],
+                "from_agent_id": sender,
+                "from_alias": data["from_alias"],
+                "body": data["body"],
+                "timestamp": data["timestamp"],
+                "sender_leaving": data["sender_leaving"],
+            }
+            status = "target_left" if data["sender_leaving"] else "replied"
+            break
+        if status != "timeout":
+            break
+        if deadline.remaining() <= 0:
+            break
+        await listener.sleep(deadline.remaining())
+    return {
+        "status": status,
+        "reply": reply,
+        "events": seen,
+        "waited_seconds": round(deadline.loop.time() - deadline.started, 3),
+    }
+
+
+# -- send ------------------------------------------------------------------------------
+
+
+async def send(
+    hub: Hub,
+    actor: Actor,
+    *,
+    body: str,
+    to: list[str] | None = None,
+    session_id: str | None = None,
+    wait: float = 0,
+    hang_on: bool = False,
+    leaving: bool = False,
+) -> dict[str, Any]:
+    """Send a chat message to the conversation with exactly the agents in
+    ``to`` (opened if new) or into ``session_id``; with ``wait`` (seconds)
+    block until a reply, the deadline or the targets leaving.
+
+    ``status`` is ``sent`` without a wait, else ``replied``, ``timeout`` or
+    ``target_left``."""
+    agent_id = actor.require_agent()
+    check_body(hub, body)
+    if not body:
+        raise invalid_params("the body is empty")
+    if not 0 <= wait <= hub.settings.chat_max_wait_seconds:
+        raise invalid_params(
+            f"wait must be between 0 and {hub.settings.chat_max_wait_seconds} seconds"
+        )
+    if (to is None) == (session_id is None):
+        raise invalid_params("give either `to` (a list of aliases) or `session_id`")
+    sid = parse_id(session_id, "session_id") if session_id is not None else None
+    listener = _Listener() if wait > 0 else None
+    channel = events.channel(actor.project_id)
+    async with hub.relay.listening(channel, listener) if listener else contextlib.nullcontext():
+        sent, parts = await _store(hub, actor, agent_id, body, to, sid, wait, hang_on, leaving)
+        targets = {p["agent_id"]: p["alias"] for p in parts if p["agent_id"] != agent_id}
+        online = await _online(hub, actor.project_id, parts)
+        sent["targets_connected"] = [a for i, a in targets.items() if i in online]
+        sent["targets_left"] = [
+            p["alias"] for p in parts if p["agent_id"] in targets and p["left_at"] is not None
+        ]
+        waiting_until = sent.pop("_waiting_until")
+        if listener is None:
+            return {**sent, "status": "sent", "reply": None, "events": [], "waited_seconds": 0}
+        deadline = _Deadline(hub, sent["session_id"], agent_id, wait)
+        deadline.stored = waiting_until
+        try:
+            outcome = await _wait_for_reply(agent_id, sent, listener, deadline, targets)
+        finally:
+            await deadline.clear()
+    return {**sent, **outcome}
+
+
+async def _store(
+    hub: Hub,
+    actor: Actor,
+    agent_id: str,
+    body: str,
+    to: list[str] | None,
+    session_id: str | None,
+    wait: float,
+    hang_on: bool,
+    leaving: bool,
+) -> tuple[dict[str, Any], list[asyncpg.Record]]:
+    waiting_until = clock.now() + timedelta(seconds=wait) if wait > 0 else None
+    extends = HANG_ON_EXTENSION_SECONDS if hang_on else 0
+    async with events.change(hub, actor.project_id) as tx:
+        if session_id is None:
+            assert to is not None
+            session_id = await _open(tx.conn, actor, agent_id, to)
+        parts = await tx.conn.fetch(_PARTICIPANTS, session_id, actor.project_id)
+        _member(parts, agent_id, session_id)
+        row = await tx.conn.fetchrow(
+            _INSERT_MESSAGE,
+            session_id,
+            actor.project_id,
+            agent_id,
+            actor.alias,
+            body,
+            leaving,
+            hang_on,
+            waiting_until,
+        )
+        assert row is not None
+        data = {
+            "session_id": session_id,
+            "message_id": row["id"],
+            "from_agent_id": agent_id,
+            "from_alias": actor.alias,
+            "body": body,
+            "timestamp": iso(row["created_at"]),
+            "sender_leaving": leaving,
+            "sender_waiting": wait > 0,
+            "hang_on": hang_on,
+            "extends_wait_seconds": extends,
+            "participants": [p["alias"] for p in parts],
+        }
+        tx.emit("chat.message", data, recipients=[p["agent_id"] for p in parts])
+    sent = {
+        "session_id": session_id,
+        "message_id": row["id"],
+        "timestamp": data["timestamp"],
+        "delivered": True,
+        "extends_wait_seconds": extends,
+        "participants": _participant_list(parts),
+        "_waiting_until": waiting_until,
+    }
+    return sent, parts
+
+
+async def open_session(
+    hub: Hub, actor: Actor, to_aliases: list[str], message: str, leaving: bool = False
+) -> dict[str, Any]:
+    """bdh's ``POST /v1/chat/sessions``: the conversation with these agents
+    (reused when it exists) and a first message."""
+    sent = await send(hub, actor, body=message, to=to_aliases, leaving=leaving)
+    return {
+        key: sent[key]
+        for key in (
+            "session_id",
+            "message_id",
+            "participants",
+            "targets_connected",
+            "targets_left",
+            "timestamp",
+        )
+    }
+
+
+# -- read receipts ------------------------------------------------------------------
+
+_MESSAGE_SEQ = "SELECT seq FROM chat_messages WHERE id = $1 AND session_id = $2"
+_LAST_MESSAGE = "SELECT id, seq FROM chat_messages WHERE session_id = $1 ORDER BY seq DESC LIMIT 1"
+
+_MARK_READ = """
+WITH old AS (
+    SELECT last_read_seq FROM chat_participants
+    WHERE session_id = $1 AND agent_id = $2 FOR UPDATE
+)
+UPDATE chat_participants p SET last_read_seq = greatest(p.last_read_seq, $3)
+FROM old
+WHERE p.session_id = $1 AND p.agent_id = $2
+RETURNING old.last_read_seq AS before, p.last_read_seq AS after
+"""
+
+_COUNT_MARKED = """
+SELECT count(*) FROM chat_messages
+WHERE session_id = $1 AND seq > $2 AND seq <= $3 AND from_agent_id IS DISTINCT FROM $4
+"""
+
+
+async def mark_read(
+    hub: Hub, actor: Actor, session_id: str, up_to_message_id: str | None = None
+) -> dict[str, Any]:
+    """Mark the conversation read up to a message (all of it without one)
+    and tell the other participants (a ``chat.read`` receipt). A sender
+    waiting for an answer waits ``READ_EXTENSION_SECONDS`` longer."""
+    agent_id = actor.require_agent()
+    sid = parse_id(session_id, "session_id")
+    up_to = parse_id(up_to_message_id, "up_to_message_id") if up_to_message_id else None
+    async with events.change(hub, actor.project_id) as tx:
+        parts = await tx.conn.fetch(_PARTICIPANTS, sid, actor.project_id)
+        _member(parts, agent_id, sid)
+        if up_to is not None:
+            seq = await tx.conn.fetchval(_MESSAGE_SEQ, up_to, sid)
+            if seq is None:
+                raise not_found(f"no message {up_to} in chat session {sid}", message_id=up_to)
+        else:
+            last = await tx.conn.fetchrow(_LAST_MESSAGE, sid)
+            up_to, seq = (last["id"], last["seq"]) if last else (None, 0)
+        row = await tx.conn.fetchrow(_MARK_READ, sid, agent_id, seq)
+        assert row is not None
+        marked = 0
+        if row["after"] > row["before"]:
+            marked = await tx.conn.fetchval(
+                _COUNT_MARKED, sid, row["before"], row["after"], agent_id
+            )
+        now = clock.now()
+        someone_waits = any(
+            p["agent_id"] != agent_id and p["waiting_until"] and p["waiting_until"] > now
+            for p in parts
+        )
+        extends = READ_EXTENSION_SECONDS if someone_waits else 0
+        tx.emit(
+            "chat.read",
+            {
+                "session_id": sid,
+                "reader_agent_id": agent_id,
+                "reader_alias": actor.alias,
+                "up_to_message_id": up_to,
+                "messages_marked": marked,
+                "extends_wait_seconds": extends,
+                "timestamp": iso(now),
+            },
+            recipients=[p["agent_id"] for p in parts],
+        )
+    return {
+        "success": True,
+        "session_id": sid,
+        "up_to_message_id": up_to,
+        "messages_marked": marked,
+        "extends_wait_seconds": extends,
+        "wait_extended_seconds": extends,
+    }
+
+
+# -- reading ---------------------------------------------------------------------------
+
+_HISTORY = f"""
+SELECT {_MESSAGE_COLUMNS} FROM chat_messages
+WHERE session_id = $1 AND project_id = $2
+  AND (NOT $3 OR (seq > $4 AND from_agent_id IS DISTINCT FROM $5))
+ORDER BY seq DESC
+LIMIT $6
+"""
+
+
+async def history(
+    hub: Hub, actor: Actor, session_id: str, *, limit: int = 100, unread_only: bool = False
+) -> dict[str, Any]:
+    """The conversation's last ``limit`` messages, oldest first. Reading
+    history does not mark anything read (``mark_read`` does)."""
+    agent_id = actor.require_agent()
+    sid = parse_id(session_id, "session_id")
+    parts = await hub.store.fetch(_PARTICIPANTS, sid, actor.project_id)
+    me = _member(parts, agent_id, sid)
+    read_seq = me["last_read_seq"]
+    rows = await hub.store.fetch(
+        _HISTORY, sid, actor.project_id, unread_only, read_seq, agent_id, limit + 1
+    )
+    has_more = len(rows) > limit
+    messages = [_message_view(r, read_seq, agent_id) for r in reversed(rows[:limit])]
+    return {
+        "session_id": sid,
+        "participants": _participant_list(parts),
+        "messages": messages,
+        "has_more": has_more,
+    }
+
+
+_CONVERSATIONS = """
+SELECT s.id AS session_id, s.created_at,
+       (SELECT array_agg(a.alias ORDER BY a.alias)
+        FROM chat_participants o JOIN agents a ON a.id = o.agent_id
+        WHERE o.session_id = s.id) AS participants,
+       last.body AS last_message, last.from_alias AS last_from,
+       last.created_at AS last_activity,
+       (SELECT count(*) FROM chat_messages m
+        WHERE m.session_id = s.id AND m.seq > me.last_read_seq
+          AND m.from_agent_id IS DISTINCT FROM me.agent_id) AS unread_count,
+       w.waiting_until, w.waiting_aliases
+FROM chat_participants me
+JOIN chat_sessions s ON s.id = me.session_id
+LEFT JOIN LATERAL (
+    SELECT body, from_alias, created_at FROM chat_messages m
+    WHERE m.session_id = s.id ORDER BY m.seq DESC LIMIT 1
+) last ON true
+LEFT JOIN LATERAL (
+    SELECT max(o.waiting_until) AS waiting_until,
+           array_agg(a.alias ORDER BY a.alias) AS waiting_aliases
+    FROM chat_participants o JOIN agents a ON a.id = o.agent_id
+    WHERE o.session_id = s.id AND o.agent_id <> me.agent_id AND o.waiting_until > now()
+) w ON true
+WHERE me.agent_id = $2 AND me.project_id = $1
+ORDER BY last.created_at DESC NULLS LAST, s.created_at DESC
+LIMIT $3
+"""
+
+
+def _conversation(row: Any) -> dict[str, Any]:
+    waiting_until = row["waiting_until"]
+    remaining = None
+    if waiting_until is not None:
+        remaining = max(0, math.ceil((waiting_until - clock.now()).total_seconds()))
+    return {
+        "session_id": row["session_id"],
+        "participants": list(row["participants"] or []),
+        "created_at": iso(row["created_at"]),
+        "last_message": row["last_message"] or "",
+        "last_from": row["last_from"] or "",
+        "last_activity": iso(row["last_activity"]) or "",
+        "unread_count": int(row["unread_count"]),
+        "sender_waiting": waiting_until is not None,
+        "waiting": list(row["waiting_aliases"] or []),
+        "time_remaining_seconds": remaining,
+    }
+
+
+async def pending(hub: Hub, actor: Actor) -> dict[str, Any]:
+    """Conversations with messages the caller has not read, and whether
+    someone there is waiting for the caller's answer (and how long)."""
+    agent_id = actor.require_agent()
+    rows = await hub.store.fetch(_CONVERSATIONS, actor.project_id, agent_id, 10_000)
+    items = [_conversation(r) for r in rows if r["unread_count"] > 0]
+    return {
+        "pending": items,
+        "unread_messages": sum(i["unread_count"] for i in items),
+        # bdh shows unread mail here, next to the chats.
+        "messages_waiting": await mail.unread_count(hub, actor.project_id, agent_id),
+    }
+
+
+async def list_sessions(hub: Hub, actor: Actor, limit: int = 100) -> dict[str, Any]:
+    """The caller's conversations, most recently active first."""
+    agent_id = actor.require_agent()
+    rows = await hub.store.fetch(_CONVERSATIONS, actor.project_id, agent_id, limit)
+    return {"sessions": [_conversation(r) for r in rows]}
+
+
+# -- bdh's stream -------------------------------------------------------------------------
+
+_REPLAY = f"""
+SELECT {_MESSAGE_COLUMNS} FROM chat_messages
+WHERE session_id = $1
+  AND seq >= coalesce(
+      CASE WHEN $2::timestamptz IS NOT NULL
+           THEN (SELECT min(seq) FROM chat_messages
+                 WHERE session_id = $1 AND created_at > $2)
+           ELSE (SELECT max(seq) FROM chat_messages
+                 WHERE session_id = $1 AND from_agent_id = $3
+                   AND created_at > now() - make_interval(secs => $4))
+      END,
+      9223372036854775807)
+ORDER BY seq
+LIMIT 200
+"""
+
+
+async def stream(
+    hub: Hub,
+    actor: Actor,
+    session_id: str,
+    deadline: datetime,
+    after: datetime | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """bdh's send-and-wait stream: ``message`` and ``read_receipt`` events
+    (bdh Event fields) of one conversation until ``deadline``, which read
+    receipts and hang-ons from the others push back.
+
+    It first replays the messages after ``after``, or else the caller's own
+    last message (if recent) and what followed it: bdh posts its message,
+    then opens the stream, and skips events until it sees its own message.
+    Close the generator (``aclose``) when the client goes away.
+    """
+    agent_id = actor.require_agent()
+    sid = parse_id(session_id, "session_id")
+    parts = await hub.store.fetch(_PARTICIPANTS, sid, actor.project_id)
+    _member(parts, agent_id, sid)
+    seconds = (deadline - clock.now()).total_seconds()
+    if seconds <= 0:
+        raise invalid_params("deadline must be in the future")
+    seconds = min(seconds, hub.settings.chat_max_wait_seconds)
+    listener = _Listener()
+    async with hub.relay.listening(events.channel(actor.project_id), listener):
+        waiting = _Deadline(hub, sid, agent_id, seconds)
+        await waiting.store()
+        try:
+            rows = await hub.store.fetch(
+                _REPLAY, sid, after, agent_id, float(STREAM_REPLAY_SECONDS)
+            )
+            yielded: set[str] = set()
+            for row in rows:
+                yielded.add(row["id"])
+                view = _message_view(row, 0, agent_id)
+                yield {
+                    "type": "message",
+                    "session_id": sid,
+                    **{k: view[k] for k in _STREAM_MESSAGE_FIELDS},
+                    "extends_wait_seconds": HANG_ON_EXTENSION_SECONDS if row["hang_on"] else 0,
+                }
+            while waiting.remaining() > 0:
+                for message in listener.take():
+                    data = message["data"]
+                    if message["type"] == "presence" or data.get("session_id") != sid:
+                        continue
+                    if message["type"] == "chat.message":
+                        if data["message_id"] in yielded:
+                            continue
+                        yielded.add(data["message_id"])
+                        if data["from_agent_id"] != agent_id and data["hang_on"]:
+                            await waiting.extend(data["extends_wait_seconds"])
+                    elif data.get("reader_agent_id") == agent_id:
+                        continue
+                    else:
+                        await waiting.extend(data["extends_wait_seconds"])
+                    yield _bdh_event(message)
+                await listener.sleep(waiting.remaining())
+        finally:
+            await waiting.clear()
+
+
+_STREAM_MESSAGE_FIELDS = (
+    "message_id",
+    "from_agent",
+    "from_agent_id",
+    "body",
+    "timestamp",
+    "sender_leaving",
+    "hang_on",
+)

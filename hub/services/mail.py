@@ -1,0 +1,337 @@
+"""Mail: asynchronous messages between the agents (and humans) of a project.
+
+A message is one ``mail_messages`` row plus one ``mail_deliveries`` row per
+recipient, which that recipient reads and acks on its own. Sending is one
+transaction (resolve the aliases, insert message and deliveries in one
+statement, store the ``mail`` event) committed before the sender's answer;
+the recipients' open sessions get the event right after the commit.
+
+Threads: a message sent without ``thread_id`` starts a thread whose id is
+its own message id; replies name that id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+
+from hub.services import events
+from hub.services.clock import iso
+from hub.services.context import Actor, Hub
+from protocol.errors import ErrorCode, RpcError, invalid_params, not_found
+
+PRIORITIES = ("low", "normal", "high", "urgent")
+SUBJECT_MAX = 200
+
+
+def parse_id(value: str, field: str) -> str:
+    """A uuid from the wire, normalised; anything else is a clear error
+    rather than a database type error."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise invalid_params(f"{field} {value!r} is not a valid id", field=field) from None
+
+
+def check_body(hub: Hub, body: str) -> None:
+    size = len(body.encode())
+    limit = hub.settings.mail_max_body_bytes
+    if size > limit:
+        raise RpcError(
+            ErrorCode.TOO_LARGE,
+            f"the body is {size} bytes; the limit is {limit}",
+            {"size": size, "limit": limit},
+        )
+
+
+def _message_view(row: Any) -> dict[str, Any]:
+    read_at = row["read_at"]
+    return {
+        "message_id": row["id"],
+        "thread_id": row["thread_id"],
+        "from_agent_id": row["from_agent_id"],
+        # bdh calls an agent a workspace.
+        "from_workspace": row["from_agent_id"],
+        "from_alias": row["from_alias"],
+        "subject": row["subject"],
+        "body": row["body"],
+        "priority": row["priority"],
+        "read": read_at is not None,
+        "read_at": iso(read_at),
+        "created_at": iso(row["created_at"]),
+    }
+
+
+# -- send -------------------------------------------------------------------
+
+_RECIPIENTS = """
+SELECT id, alias FROM agents
+WHERE project_id = $1 AND deleted_at IS NULL
+  AND ($2 OR alias = ANY($3::text[]) OR id = ANY($4::uuid[]))
+"""
+
+_THREAD_EXISTS = """
+SELECT EXISTS (SELECT 1 FROM mail_messages WHERE project_id = $1 AND thread_id = $2)
+"""
+
+_INSERT = """
+WITH m AS (
+    INSERT INTO mail_messages
+        (id, project_id, from_agent_id, from_alias, subject, body, priority, thread_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    RETURNING created_at
+), d AS (
+    INSERT INTO mail_deliveries (message_id, recipient_id, project_id, created_at)
+    SELECT $1, r, $2, m.created_at FROM m, unnest($9::uuid[]) AS r
+)
+SELECT created_at FROM m
+"""
+
+
+async def _resolve(
+    conn: asyncpg.Connection,
+    actor: Actor,
+    aliases: list[str],
+    agent_ids: list[str],
+    to_all: bool,
+) -> list[tuple[str, str]]:
+    """(agent id, alias) of every recipient, in one query; an unknown alias
+    or id is NOT_FOUND naming it."""
+    rows = await conn.fetch(_RECIPIENTS, actor.project_id, to_all, aliases, agent_ids)
+    found = {r["id"]: r["alias"] for r in rows}
+    known_aliases = set(found.values())
+    missing = [a for a in aliases if a not in known_aliases]
+    missing += [i for i in agent_ids if i not in found]
+    if missing:
+        raise not_found(
+            f"no agent {missing[0]!r} in this project", missing=missing, alias=missing[0]
+        )
+    if to_all:
+        found.pop(actor.agent_id or "", None)
+    return sorted(found.items(), key=lambda item: item[1])
+
+
+async def send(
+    hub: Hub,
+    actor: Actor,
+    *,
+    body: str,
+    to: list[str] | None = None,
+    to_agent_ids: list[str] | None = None,
+    to_all: bool = False,
+    subject: str = "",
+    priority: str = "normal",
+    thread_id: str | None = None,
+) -> dict[str, Any]:
+    """Send one message to the agents named by alias (``to``) or id
+    (``to_agent_ids``, bdh's workspace ids), or to every other agent of the
+    project (``to_all``)."""
+    check_body(hub, body)
+    if not body:
+        raise invalid_params("the body is empty")
+    if len(subject) > SUBJECT_MAX:
+        raise invalid_params(f"the subject is over {SUBJECT_MAX} characters")
+    if priority not in PRIORITIES:
+        raise invalid_params(f"priority must be one of {', '.join(PRIORITIES)}")
+    aliases = list(dict.fromkeys(to or []))
+    agent_ids = list(dict.fromkeys(parse_id(i, "to_agent_id") for i in to_agent_ids or []))
+    if not (aliases or agent_ids or to_all):
+        raise invalid_params("name at least one recipient, or send to_all")
+    thread = parse_id(thread_id, "thread_id") if thread_id else None
+    message_id = str(uuid.uuid4())
+
+    async with events.change(hub, actor.project_id) as tx:
+        recipients = await _resolve(tx.conn, actor, aliases, agent_ids, to_all)
+        if not recipients:
+            raise invalid_params("there is no other agent in this project to send to")
+        if thread is not None and not await tx.conn.fetchval(
+            _THREAD_EXISTS, actor.project_id, thread
+        ):
+            raise not_found(f"no mail thread {thread} in this project", thread_id=thread)
+        created_at = await tx.conn.fetchval(
+            _INSERT,
+            message_id,
+            actor.project_id,
+            actor.agent_id,
+            actor.alias,
+            subject,
+            body,
+            priority,
+            thread or message_id,
+            [agent_id for agent_id, _ in recipients],
+        )
+        message = {
+            "message_id": message_id,
+            "thread_id": thread or message_id,
+            "from_agent_id": actor.agent_id,
+            "from_alias": actor.alias,
+            "to": [alias for _, alias in recipients],
+            "to_all": to_all,
+            "subject": subject,
+            "body": body,
+            "priority": priority,
+            "created_at": iso(created_at),
+        }
+        tx.emit("mail", message, recipients=[agent_id for agent_id, _ in recipients])
+    return {
+        "message_id": message_id,
+        "thread_id": message["thread_id"],
+        "status": "delivered",
+        "delivered_at": message["created_at"],
+        "created_at": message["created_at"],
+        "to": message["to"],
+        "recipients": len(recipients),
+    }
+
+
+# -- inbox ------------------------------------------------------------------
+
+_INBOX = """
+SELECT m.id, m.thread_id, m.from_agent_id, m.from_alias, m.subject, m.body, m.priority,
+       m.created_at, d.read_at
+FROM mail_deliveries d
+JOIN mail_messages m ON m.id = d.message_id
+WHERE d.recipient_id = $2 AND d.project_id = $1
+  AND (NOT $3 OR d.read_at IS NULL)
+  AND ($4::text IS NULL OR m.from_alias = $4)
+  AND ($5::timestamptz IS NULL OR (d.created_at, d.message_id) < ($5, $6::uuid))
+ORDER BY d.created_at DESC, d.message_id DESC
+LIMIT $7 OFFSET $8
+"""
+
+_CURSOR = """
+SELECT created_at FROM mail_deliveries
+WHERE message_id = $1 AND recipient_id = $2 AND project_id = $3
+"""
+
+
+async def inbox(
+    hub: Hub,
+    actor: Actor,
+    *,
+    unread_only: bool = False,
+    from_alias: str | None = None,
+    limit: int = 50,
+    before: str | None = None,
+    offset: int = 0,
+) -> dict[str, Any]:
+    """The caller's messages, newest first. Page with ``before`` (the last
+    message id of the previous page, as ``next_before``) or ``offset``."""
+    agent_id = actor.require_agent()
+    before_at = None
+    before_id = parse_id(before, "before") if before else None
+    if before_id is not None:
+        before_at = await hub.store.fetchval(_CURSOR, before_id, agent_id, actor.project_id)
+        if before_at is None:
+            raise not_found(f"no message {before_id} in your inbox", message_id=before_id)
+    rows = await hub.store.fetch(
+        _INBOX,
+        actor.project_id,
+        agent_id,
+        unread_only,
+        from_alias,
+        before_at,
+        before_id,
+        limit + 1,
+        offset,
+    )
+    has_more = len(rows) > limit
+    messages = [_message_view(r) for r in rows[:limit]]
+    return {
+        "messages": messages,
+        "count": len(messages),
+        "has_more": has_more,
+        "next_before": messages[-1]["message_id"] if has_more else None,
+    }
+
+
+async def unread_count(hub: Hub, project_id: str, agent_id: str) -> int:
+    """Unread mail of one agent (bdh's ``messages_waiting``)."""
+    value = await hub.store.fetchval(
+        "SELECT count(*) FROM mail_deliveries "
+        "WHERE recipient_id = $2 AND project_id = $1 AND read_at IS NULL",
+        project_id,
+        agent_id,
+    )
+    return int(value)
+
+
+# -- ack ----------------------------------------------------------------------
+
+_ACK = """
+WITH acked AS (
+    UPDATE mail_deliveries d SET read_at = coalesce(d.read_at, now())
+    WHERE d.recipient_id = $2 AND d.project_id = $1 AND d.message_id = ANY($3::uuid[])
+    RETURNING d.message_id, d.read_at
+)
+SELECT a.message_id, a.read_at, m.from_agent_id
+FROM acked a JOIN mail_messages m ON m.id = a.message_id
+"""
+
+
+async def ack(hub: Hub, actor: Actor, message_ids: list[str]) -> dict[str, Any]:
+    """Mark the caller's copies read. Only a recipient can ack its copy: an
+    id that is not in the caller's inbox is NOT_FOUND and nothing changes."""
+    agent_id = actor.require_agent()
+    wanted = list(dict.fromkeys(parse_id(m, "message_id") for m in message_ids))
+    if not wanted:
+        raise invalid_params("name at least one message id")
+    async with events.change(hub, actor.project_id) as tx:
+        rows = await tx.conn.fetch(_ACK, actor.project_id, agent_id, wanted)
+        acked = {r["message_id"]: r for r in rows}
+        missing = [m for m in wanted if m not in acked]
+        if missing:
+            raise not_found(
+                f"message {missing[0]} is not in your inbox", missing=missing, message_id=missing[0]
+            )
+        result = [{"message_id": m, "acknowledged_at": iso(acked[m]["read_at"])} for m in wanted]
+        senders = {r["from_agent_id"] for r in rows if r["from_agent_id"] is not None}
+        tx.emit(
+            "mail.read",
+            {"reader_agent_id": agent_id, "reader_alias": actor.alias, "messages": result},
+            recipients=sorted(senders | {agent_id}),
+        )
+    return {"acknowledged": result, "count": len(result)}
+
+
+# -- threads -------------------------------------------------------------------
+
+_THREAD = """
+SELECT m.id, m.thread_id, m.from_agent_id, m.from_alias, m.subject, m.body, m.priority,
+       m.created_at,
+       array_agg(a.alias ORDER BY a.alias) AS to_aliases,
+       max(d.read_at) FILTER (WHERE d.recipient_id = $3) AS read_at,
+       coalesce(bool_or(d.recipient_id = $3), false) AS to_me
+FROM mail_messages m
+JOIN mail_deliveries d ON d.message_id = m.id
+JOIN agents a ON a.id = d.recipient_id
+WHERE m.project_id = $1 AND m.thread_id = $2
+GROUP BY m.id
+HAVING $3::uuid IS NULL OR m.from_agent_id = $3 OR bool_or(d.recipient_id = $3)
+ORDER BY m.created_at, m.id
+LIMIT $4
+"""
+
+
+async def thread(hub: Hub, actor: Actor, thread_id: str, limit: int = 200) -> dict[str, Any]:
+    """The messages of a thread the caller sent or received, oldest first
+    (a human on the dashboard sees the whole thread)."""
+    thread = parse_id(thread_id, "thread_id")
+    rows = await hub.store.fetch(_THREAD, actor.project_id, thread, actor.agent_id, limit)
+    if not rows:
+        raise not_found(f"no mail thread {thread} for you in this project", thread_id=thread)
+    messages = []
+    for row in rows:
+        view = _message_view(row)
+        view["to"] = list(row["to_aliases"])
+        # Messages the caller sent count as read for the caller.
+        view["read"] = view["read"] or not row["to_me"]
+        messages.append(view)
+    return {
+        "thread_id": thread,
+        "subject": messages[0]["subject"],
+        "messages": messages,
+        "count": len(messages),
+    }
