@@ -1,0 +1,947 @@
+// The BeadHub dashboard: one page, no build step, nothing loaded from
+// outside the hub. It holds a browser ticket (never the api key), talks
+// JSON-RPC over the hub's WebSocket and redraws from pushed events; the
+// only timer redraws countdowns and "5s ago" labels, it never asks the hub.
+
+const STORAGE_KEY = "beadhub.session";
+const ACTIVITY_TYPES = ["mail", "chat.message"];
+const ACTIVITY_LIMIT = 60;
+const TIMELINE_LIMIT = 60;
+const CALL_TIMEOUT_MS = 15000;
+const BACKOFF_FIRST_MS = 250;
+const BACKOFF_MAX_MS = 5000;
+
+const $ = (id) => document.getElementById(id);
+
+// -- tiny DOM helper: text goes in as text, never as HTML ---------------------
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "class") el.className = value;
+    else if (name === "dataset") Object.assign(el.dataset, value);
+    else if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+    else el.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+function pick(obj, ...names) {
+  for (const name of names) {
+    const value = obj?.[name];
+    if (value !== undefined && value !== null && value !== "") return value;
+  }
+  return undefined;
+}
+
+function firstLine(text, max = 120) {
+  const line = String(text ?? "").split("\n").find((l) => l.trim()) ?? "";
+  return line.length > max ? line.slice(0, max - 1) + "…" : line;
+}
+
+function listOf(value) {
+  if (Array.isArray(value)) return value;
+  return value === undefined || value === null || value === "" ? [] : [value];
+}
+
+// -- time rendering -------------------------------------------------------------
+
+function ago(iso) {
+  if (!iso) return "never";
+  const seconds = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  if (seconds < 5) return "just now";
+  if (seconds < 60) return `${seconds}s ago`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m ago`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)}h ago`;
+  return new Date(iso).toLocaleDateString();
+}
+
+function clock(iso) {
+  if (!iso) return "";
+  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function remaining(iso) {
+  const seconds = Math.max(0, Math.floor((Date.parse(iso) - Date.now()) / 1000));
+  const m = Math.floor(seconds / 60);
+  const s = String(seconds % 60).padStart(2, "0");
+  return { seconds, text: seconds > 0 ? `${m}:${s}` : "expired" };
+}
+
+// One ticker for every relative label on the page: it reads the clock and
+// rewrites text, nothing more.
+function tick() {
+  for (const el of document.querySelectorAll("[data-expires]")) {
+    const left = remaining(el.dataset.expires);
+    el.textContent = left.text;
+    el.dataset.seconds = String(left.seconds);
+    el.classList.toggle("soon", left.seconds < 60);
+  }
+  for (const el of document.querySelectorAll("[data-ago]")) {
+    el.textContent = ago(el.dataset.ago);
+  }
+}
+
+// -- the session: a ticket in sessionStorage, one project per tab --------------
+
+function loadSession() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(STORAGE_KEY) ?? "null");
+    if (saved?.ticket && Date.parse(saved.expires_at) > Date.now()) return saved;
+  } catch {
+    // A damaged entry is treated as signed out.
+  }
+  sessionStorage.removeItem(STORAGE_KEY);
+  return null;
+}
+
+async function exchangeKey(apiKey) {
+  const response = await fetch("/v1/auth/ticket", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ api_key: apiKey }),
+    cache: "no-store",
+    credentials: "omit",
+  });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    throw new Error(body.detail || `the hub answered ${response.status}`);
+  }
+  const session = {
+    ticket: body.ticket,
+    expires_at: body.expires_at,
+    project_slug: body.project_slug,
+    human_name: body.human_name,
+  };
+  sessionStorage.setItem(STORAGE_KEY, JSON.stringify(session));
+  return session;
+}
+
+// A `bdh :dashboard` link carries the key once, in the fragment (which the
+// browser never sends to a server). Take it and wipe it from the address
+// bar and history before doing anything else with it.
+function takeKeyFromFragment() {
+  if (!location.hash.includes("key=")) return null;
+  const params = new URLSearchParams(location.hash.slice(1));
+  const key = params.get("key");
+  params.delete("key");
+  const rest = params.toString();
+  history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
+  return key;
+}
+
+// -- JSON-RPC over the hub's WebSocket, with reconnect and resume ------------------
+
+class RpcError extends Error {
+  constructor(error) {
+    super(error.message);
+    this.code = error.code;
+    this.data = error.data;
+  }
+}
+
+class HubSocket {
+  constructor(ticket, handlers) {
+    this.ticket = ticket;
+    this.handlers = handlers;
+    this.cursor = null;
+    this.ws = null;
+    this.nextId = 1;
+    this.pending = new Map();
+    this.seen = new Set();
+    this.backoff = BACKOFF_FIRST_MS;
+    this.failures = 0;
+    this.stopped = false;
+    this.retryTimer = null;
+  }
+
+  url() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const query = new URLSearchParams({ ticket: this.ticket });
+    if (this.cursor !== null) query.set("cursor", String(this.cursor));
+    return `${scheme}://${location.host}/v1/ws?${query}`;
+  }
+
+  connect() {
+    if (this.stopped) return;
+    this.handlers.onState("connecting");
+    const ws = (this.ws = new WebSocket(this.url()));
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      this.backoff = BACKOFF_FIRST_MS;
+      this.failures = 0;
+      this.handlers.onState("live");
+      this.handlers.onOpen();
+    };
+    ws.onmessage = (message) => this.onFrame(message.data);
+    ws.onclose = () => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      for (const { reject, timer } of this.pending.values()) {
+        clearTimeout(timer);
+        reject(new Error("the connection to the hub was lost"));
+      }
+      this.pending.clear();
+      if (this.stopped) return;
+      if (!opened) this.failures += 1;
+      if (this.handlers.shouldGiveUp(this.failures)) return;
+      // Exponential backoff with jitter, so a restarted hub is not hit by
+      // every dashboard in the same millisecond.
+      const delay = this.backoff * (0.5 + Math.random());
+      this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX_MS);
+      this.handlers.onState("reconnecting", delay);
+      this.retryTimer = setTimeout(() => this.connect(), delay);
+    };
+  }
+
+  onFrame(raw) {
+    let message;
+    try {
+      message = JSON.parse(raw);
+    } catch {
+      return;
+    }
+    if (message.method === "event") {
+      const event = message.params;
+      if (event.id && this.seen.has(event.id)) return;
+      if (event.id) {
+        this.seen.add(event.id);
+        if (this.seen.size > 5000) this.seen.delete(this.seen.values().next().value);
+      }
+      this.advance(event.cursor);
+      this.handlers.onEvent(event);
+      return;
+    }
+    const call = this.pending.get(message.id);
+    if (!call) return;
+    this.pending.delete(message.id);
+    clearTimeout(call.timer);
+    if (message.error) call.reject(new RpcError(message.error));
+    else call.resolve(message.result);
+  }
+
+  advance(cursor) {
+    if (cursor === undefined || cursor === null) return;
+    const value = Number(cursor);
+    if (Number.isFinite(value) && (this.cursor === null || value > this.cursor)) {
+      this.cursor = value;
+    }
+  }
+
+  call(method, params = {}) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) {
+      return Promise.reject(new Error("not connected to the hub"));
+    }
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`${method} timed out`));
+      }, CALL_TIMEOUT_MS);
+      this.pending.set(id, { resolve, reject, timer });
+      ws.send(JSON.stringify({ jsonrpc: "2.0", id, method, params }));
+    });
+  }
+
+  close() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    if (this.ws) this.ws.close(1000);
+    this.ws = null;
+  }
+}
+
+// -- state --------------------------------------------------------------------
+
+const METHOD_NOT_FOUND = -32601;
+
+function freshState() {
+  return {
+    agents: new Map(), // agent_id -> presence row
+    claims: [],
+    ready: [],
+    reservations: [],
+    escalations: [],
+    activity: new Map(), // event id -> event (mail and chat)
+    timelineAgent: null,
+    timeline: new Map(),
+    missing: new Set(), // methods this hub does not offer
+  };
+}
+
+let session = null;
+let socket = null;
+let state = freshState();
+const refreshTimers = new Map();
+
+// Each list is re-read from the hub when an event says it changed (push,
+// then one read), coalescing bursts of events into one call.
+function scheduleRefresh(name, delay = 40) {
+  if (refreshTimers.has(name)) return;
+  refreshTimers.set(
+    name,
+    setTimeout(() => {
+      refreshTimers.delete(name);
+      REFRESHERS[name]?.();
+    }, delay),
+  );
+}
+
+async function callOptional(method, params) {
+  if (state.missing.has(method)) return null;
+  try {
+    return await socket.call(method, params);
+  } catch (error) {
+    if (error.code === METHOD_NOT_FOUND) {
+      state.missing.add(method);
+      return null;
+    }
+    throw error;
+  }
+}
+
+function reportError(error) {
+  if (socket?.ws) toast(error.message || String(error), true);
+}
+
+const REFRESHERS = {
+  async agents() {
+    const result = await socket.call("presence.list", {}).catch(reportError);
+    if (!result) return;
+    state.agents = new Map(result.agents.map((a) => [a.agent_id, a]));
+    renderTeam();
+  },
+  async claims() {
+    const [claims, ready] = await Promise.all([
+      callOptional("claims.list", {}).catch(reportError),
+      callOptional("beads.ready", {}).catch(reportError),
+    ]);
+    state.claims = listOf(pick(claims ?? {}, "claims", "items"));
+    state.ready = listOf(pick(ready ?? {}, "issues", "ready", "items"));
+    state.workMissing = claims === null && ready === null;
+    renderWork();
+    renderTeam();
+  },
+  async reservations() {
+    const result = await callOptional("reservations.list", {}).catch(reportError);
+    state.reservations = listOf(pick(result ?? {}, "reservations", "items"));
+    state.reservationsMissing = result === null && state.missing.has("reservations.list");
+    renderReservations();
+    renderTeam();
+  },
+  async escalations() {
+    const result = await callOptional("escalations.list", { limit: 100 }).catch(reportError);
+    state.escalations = listOf(pick(result ?? {}, "escalations", "items"));
+    renderEscalations();
+  },
+  async activity() {
+    const result = await callOptional("activity.recent", {
+      types: ACTIVITY_TYPES,
+      limit: ACTIVITY_LIMIT,
+    }).catch(reportError);
+    if (!result) return;
+    socket.advance(result.cursor);
+    for (const event of result.events) state.activity.set(event.id, event);
+    renderActivity();
+  },
+  async timeline() {
+    const agentId = state.timelineAgent;
+    if (!agentId) return;
+    const result = await callOptional("activity.recent", {
+      agent_id: agentId,
+      limit: TIMELINE_LIMIT,
+    }).catch(reportError);
+    if (!result || state.timelineAgent !== agentId) return;
+    for (const event of result.events) state.timeline.set(event.id, event);
+    renderTimeline();
+  },
+};
+
+function refreshAll() {
+  for (const name of Object.keys(REFRESHERS)) scheduleRefresh(name, 0);
+}
+
+// -- events ---------------------------------------------------------------------
+
+const EVENT_LISTS = {
+  "agent.registered": "agents",
+  "claim.acquired": "claims",
+  "claim.released": "claims",
+  "beads.synced": "claims",
+  "beads.updated": "claims",
+  "reservation.granted": "reservations",
+  "reservation.released": "reservations",
+  "reservation.renewed": "reservations",
+  "reservation.revoked": "reservations",
+  "reservation.expired": "reservations",
+  "escalation.created": "escalations",
+  "escalation.answered": "escalations",
+  "escalation.expired": "escalations",
+};
+
+function onEvent(event) {
+  if (event.type === "presence" && event.data?.agent_id) {
+    state.agents.set(event.data.agent_id, event.data);
+    renderTeam();
+  }
+  const list = EVENT_LISTS[event.type] ?? (event.type.startsWith("beads.") ? "claims" : null);
+  if (list) scheduleRefresh(list);
+  if (ACTIVITY_TYPES.includes(event.type)) {
+    state.activity.set(event.id, event);
+    renderActivity();
+  }
+  if (state.timelineAgent && concerns(event, state.timelineAgent)) {
+    state.timeline.set(event.id, event);
+    renderTimeline();
+  }
+}
+
+function concerns(event, agentId) {
+  return JSON.stringify(event.data ?? {}).includes(agentId);
+}
+
+// -- rendering: team -------------------------------------------------------------
+
+function agentName(agentId, fallback) {
+  return state.agents.get(agentId)?.alias ?? fallback ?? "?";
+}
+
+function claimsOf(agent) {
+  return state.claims.filter(
+    (c) =>
+      (c.agent_id && c.agent_id === agent.agent_id) ||
+      (!c.agent_id && pick(c, "alias", "claimed_by") === agent.alias),
+  );
+}
+
+function renderTeam() {
+  const agents = [...state.agents.values()].sort(
+    (a, b) => Number(b.online) - Number(a.online) || a.alias.localeCompare(b.alias),
+  );
+  const online = agents.filter((a) => a.online).length;
+  $("online-count").textContent = agents.length ? `${online} of ${agents.length} online` : "";
+  $("team-empty").hidden = agents.length > 0;
+  $("team").replaceChildren(...agents.map(agentItem));
+  renderMailTargets(agents);
+}
+
+function agentItem(agent) {
+  const claims = claimsOf(agent);
+  const where = [agent.repo, agent.branch].filter(Boolean).join(" @ ");
+  const selected = state.timelineAgent === agent.agent_id;
+  return h(
+    "li",
+    {
+      class: `agent ${agent.online ? "online" : "offline"}${selected ? " selected" : ""}`,
+      dataset: { alias: agent.alias, agentId: agent.agent_id, online: String(agent.online) },
+    },
+    h(
+      "button",
+      {
+        type: "button",
+        class: "agent-open",
+        title: `Timeline of ${agent.alias}`,
+        "aria-pressed": String(selected),
+        onclick: () => openTimeline(agent.agent_id),
+      },
+      h("span", { class: "dot", "aria-hidden": "true" }),
+      h("span", { class: "alias" }, agent.alias),
+      h("span", { class: "agent-state" }, agent.online ? "online" : "offline"),
+    ),
+    h(
+      "div",
+      { class: "agent-meta" },
+      agent.role ? h("span", { class: "tag role" }, agent.role) : null,
+      agent.human_name ? h("span", { class: "human-of" }, `for ${agent.human_name}`) : null,
+      where ? h("span", { class: "where mono" }, where) : null,
+    ),
+    claims.length
+      ? h(
+          "div",
+          { class: "agent-claim" },
+          "Claim: ",
+          ...claims.map((c) => h("span", { class: "mono bead" }, beadId(c))),
+          claims[0].title ? ` ${firstLine(claims[0].title, 60)}` : "",
+        )
+      : null,
+    agent.focus ? h("div", { class: "agent-focus" }, `Focus: ${agent.focus}`) : null,
+    h(
+      "div",
+      { class: "agent-seen muted small" },
+      "last seen ",
+      h("span", { class: "last-seen", dataset: { ago: agent.last_seen ?? "" } }, ago(agent.last_seen)),
+    ),
+  );
+}
+
+function renderMailTargets(agents) {
+  const select = $("mail-to");
+  const current = select.value;
+  const options = [h("option", { value: "*" }, "Everyone")];
+  for (const agent of [...agents].sort((a, b) => a.alias.localeCompare(b.alias))) {
+    options.push(h("option", { value: agent.alias }, agent.alias));
+  }
+  select.replaceChildren(...options);
+  select.value = [...select.options].some((o) => o.value === current) ? current : "*";
+}
+
+// -- rendering: work ---------------------------------------------------------------
+
+function beadId(item) {
+  return pick(item, "bead_id", "issue_id", "id") ?? "?";
+}
+
+function renderWork() {
+  $("claims").replaceChildren(
+    ...state.claims.map((c) =>
+      h(
+        "li",
+        { class: "row claim", dataset: { bead: beadId(c) } },
+        h("span", { class: "mono bead" }, beadId(c)),
+        h("span", { class: "grow" }, firstLine(pick(c, "title", "summary") ?? "", 80)),
+        h("span", { class: "who" }, agentName(c.agent_id, pick(c, "alias", "claimed_by"))),
+        pick(c, "claimed_at", "created_at")
+          ? h("span", { class: "muted small", dataset: { ago: pick(c, "claimed_at", "created_at") } },
+              ago(pick(c, "claimed_at", "created_at")))
+          : null,
+      ),
+    ),
+  );
+  $("ready").replaceChildren(
+    ...state.ready.map((issue) =>
+      h(
+        "li",
+        { class: "row ready", dataset: { bead: beadId(issue) } },
+        h("span", { class: "mono bead" }, beadId(issue)),
+        h("span", { class: "grow" }, firstLine(pick(issue, "title", "summary") ?? "", 80)),
+        issue.priority !== undefined && issue.priority !== null
+          ? h("span", { class: "tag" }, `P${issue.priority}`)
+          : null,
+      ),
+    ),
+  );
+  $("claims-empty").hidden = state.claims.length > 0;
+  $("ready-empty").hidden = state.ready.length > 0;
+  const note = $("work-note");
+  note.hidden = !state.workMissing;
+  note.textContent = state.workMissing ? "This hub does not serve claims yet." : "";
+}
+
+// -- rendering: reservations -------------------------------------------------------
+
+function reservationId(r) {
+  return pick(r, "reservation_id", "id");
+}
+
+function renderReservations() {
+  const items = [...state.reservations].sort((a, b) =>
+    String(a.path ?? "").localeCompare(String(b.path ?? "")),
+  );
+  $("reservations").replaceChildren(...items.map(reservationItem));
+  $("reservations-empty").hidden = items.length > 0;
+  const note = $("reservations-note");
+  note.hidden = !state.reservationsMissing;
+  note.textContent = state.reservationsMissing ? "This hub does not serve reservations yet." : "";
+  tick();
+}
+
+function reservationItem(r) {
+  const path = pick(r, "path", "pattern", "file") ?? "?";
+  const holder = agentName(r.agent_id, pick(r, "alias", "holder"));
+  const exclusive = r.exclusive ?? r.mode !== "shared";
+  const revoke = h("button", { type: "button", class: "ghost small danger revoke" }, "Revoke");
+  revoke.addEventListener("click", () => confirmThen(revoke, () => revokeReservation(r)));
+  return h(
+    "li",
+    { class: "row reservation", dataset: { path, reservationId: reservationId(r) ?? "" } },
+    h("span", { class: "mono path grow", title: path }, path),
+    h("span", { class: "who" }, holder),
+    h("span", { class: "tag" }, exclusive ? "exclusive" : "shared"),
+    r.expires_at
+      ? h("span", { class: "countdown mono", title: `expires ${r.expires_at}`,
+                    dataset: { expires: r.expires_at } }, remaining(r.expires_at).text)
+      : null,
+    revoke,
+  );
+}
+
+// Destructive buttons ask once more in place instead of a modal prompt.
+function confirmThen(button, action) {
+  if (button.dataset.armed === "1") {
+    button.disabled = true;
+    action();
+    return;
+  }
+  button.dataset.armed = "1";
+  const label = button.textContent;
+  button.textContent = "Confirm";
+  setTimeout(() => {
+    if (!button.isConnected) return;
+    button.dataset.armed = "";
+    button.textContent = label;
+  }, 4000);
+}
+
+async function revokeReservation(r) {
+  const id = reservationId(r);
+  const params = id ? { reservation_id: id } : { path: r.path };
+  try {
+    await socket.call("reservations.revoke", params);
+    toast(`Revoked ${r.path}`);
+  } catch (error) {
+    toast(`Could not revoke: ${error.message}`, true);
+  }
+  scheduleRefresh("reservations");
+}
+
+// -- rendering: escalations ---------------------------------------------------------
+
+function pendingEscalations() {
+  return state.escalations.filter((e) => (e.status ?? "pending") === "pending");
+}
+
+function renderEscalations() {
+  const pending = pendingEscalations();
+  const badge = $("escalation-count");
+  badge.textContent = String(pending.length);
+  badge.dataset.count = String(pending.length);
+  $("escalations-button").classList.toggle("alert", pending.length > 0);
+  const shown = [...pending, ...state.escalations.filter((e) => !pending.includes(e)).slice(0, 5)];
+  $("escalations").replaceChildren(...shown.map(escalationItem));
+  $("escalations-empty").hidden = shown.length > 0;
+  $("escalations-note").textContent = pending.length ? `${pending.length} pending` : "";
+  const open = $("escalation-dialog").dataset.escalationId;
+  if (open && $("escalation-dialog").open) {
+    const current = state.escalations.find((e) => e.escalation_id === open);
+    if (current) fillEscalationDialog(current);
+  }
+}
+
+function escalationItem(e) {
+  const pending = (e.status ?? "pending") === "pending";
+  return h(
+    "li",
+    { class: `row escalation ${e.status ?? "pending"}`, dataset: { escalationId: e.escalation_id } },
+    h("span", { class: `tag status-${e.status}` }, e.status ?? "pending"),
+    h("span", { class: "grow subject" }, e.subject),
+    h("span", { class: "who" }, e.alias ?? agentName(e.agent_id)),
+    h("span", { class: "muted small", dataset: { ago: e.created_at } }, ago(e.created_at)),
+    h(
+      "button",
+      { type: "button", class: pending ? "primary small" : "ghost small",
+        onclick: () => openEscalation(e.escalation_id) },
+      pending ? "Answer" : "View",
+    ),
+  );
+}
+
+function openEscalation(id) {
+  const escalation = state.escalations.find((e) => e.escalation_id === id);
+  if (!escalation) return;
+  const dialog = $("escalation-dialog");
+  dialog.dataset.escalationId = id;
+  $("escalation-response").value = "";
+  $("escalation-status").textContent = "";
+  fillEscalationDialog(escalation);
+  if (!dialog.open) dialog.showModal();
+  if (escalation.status === "pending") $("escalation-response").focus();
+}
+
+function fillEscalationDialog(e) {
+  const pending = (e.status ?? "pending") === "pending";
+  $("escalation-subject").textContent = e.subject;
+  const bits = [`from ${e.alias ?? agentName(e.agent_id)}`, `asked ${ago(e.created_at)}`];
+  if (e.bead_id) bits.push(`issue ${e.bead_id}`);
+  if (pending && e.expires_at) bits.push(`expires ${new Date(e.expires_at).toLocaleString()}`);
+  $("escalation-meta").textContent = bits.join(" · ");
+  $("escalation-situation").textContent = e.situation;
+  const answer = $("escalation-answer");
+  answer.hidden = pending;
+  answer.textContent = pending
+    ? ""
+    : e.status === "answered"
+      ? `Answered by ${e.responded_by ?? "someone"}: ${e.response}`
+      : "This escalation expired without an answer.";
+  $("escalation-response").disabled = !pending;
+  $("escalation-send").disabled = !pending;
+}
+
+async function sendEscalationResponse(event) {
+  event.preventDefault();
+  const dialog = $("escalation-dialog");
+  const id = dialog.dataset.escalationId;
+  const response = $("escalation-response").value.trim();
+  if (!id || !response) return;
+  $("escalation-send").disabled = true;
+  try {
+    await socket.call("escalations.respond", { escalation_id: id, response });
+    dialog.close();
+    toast("Response sent");
+  } catch (error) {
+    $("escalation-status").textContent = error.message;
+    $("escalation-send").disabled = false;
+  }
+  scheduleRefresh("escalations");
+}
+
+// -- rendering: mail and chat ------------------------------------------------------
+
+function describeMessage(event) {
+  const d = event.data ?? {};
+  const from = pick(d, "from_alias", "from", "sender_alias") ?? agentName(d.from_agent_id);
+  let to = pick(d, "to_aliases", "to", "recipients_aliases", "participants");
+  if (d.to_all) to = "everyone";
+  to = listOf(to).filter((name) => name !== from).join(", ");
+  const text =
+    event.type === "mail"
+      ? pick(d, "subject") || firstLine(pick(d, "body", "preview"))
+      : firstLine(pick(d, "body", "text", "preview"));
+  return { from, to, text };
+}
+
+function renderActivity() {
+  const events = [...state.activity.values()]
+    .sort((a, b) => Number(b.cursor) - Number(a.cursor))
+    .slice(0, ACTIVITY_LIMIT);
+  $("activity").replaceChildren(
+    ...events.map((event) => {
+      const { from, to, text } = describeMessage(event);
+      const kind = event.type === "mail" ? "mail" : "chat";
+      return h(
+        "li",
+        { class: `row message ${kind}`, dataset: { eventId: event.id } },
+        h("span", { class: `tag kind-${kind}` }, kind),
+        h(
+          "span",
+          { class: "grow message-text" },
+          h("span", { class: "from" }, from),
+          to ? h("span", { class: "to muted" }, ` → ${to}`) : null,
+          h("span", { class: "text" }, text ? `: ${text}` : ""),
+        ),
+        h("time", { class: "muted small", datetime: event.at, title: event.at }, clock(event.at)),
+      );
+    }),
+  );
+  $("activity-empty").hidden = events.length > 0;
+}
+
+async function sendMail(event) {
+  event.preventDefault();
+  const target = $("mail-to").value;
+  const body = $("mail-body").value.trim();
+  const subject = $("mail-subject").value.trim();
+  if (!body) return;
+  const params = { body, subject };
+  if (target === "*") params.to_all = true;
+  else params.to = [target];
+  const status = $("mail-status");
+  status.textContent = "sending…";
+  try {
+    await socket.call("mail.send", params);
+    $("mail-body").value = "";
+    $("mail-subject").value = "";
+    status.textContent = `sent to ${target === "*" ? "everyone" : target}`;
+  } catch (error) {
+    status.textContent = "";
+    toast(`Mail not sent: ${error.message}`, true);
+  }
+}
+
+// -- rendering: timeline -----------------------------------------------------------
+
+function describeEvent(event) {
+  const d = event.data ?? {};
+  const bead = pick(d, "bead_id", "issue_id");
+  switch (event.type) {
+    case "presence":
+      return d.online ? `online${d.focus ? ` — ${d.focus}` : ""}` : "went offline";
+    case "agent.registered":
+      return `joined the project${d.role ? ` as ${d.role}` : ""}`;
+    case "claim.acquired":
+      return `claimed ${bead ?? "an issue"}${d.title ? ` — ${firstLine(d.title, 60)}` : ""}`;
+    case "claim.released":
+      return `released ${bead ?? "an issue"}`;
+    case "mail":
+    case "chat.message": {
+      const { from, to, text } = describeMessage(event);
+      return `${event.type === "mail" ? "mail" : "chat"} ${from}${to ? ` → ${to}` : ""}: ${text}`;
+    }
+    case "escalation.created":
+      return `escalated: ${d.subject ?? ""}`;
+    case "escalation.answered":
+      return `escalation answered: ${firstLine(d.response ?? d.subject ?? "")}`;
+    default:
+      if (event.type.startsWith("reservation.")) {
+        const what = event.type.split(".")[1];
+        const paths = listOf(pick(d, "path", "paths")).join(", ");
+        return `reservation ${what}${paths ? `: ${paths}` : ""}`;
+      }
+      return event.type;
+  }
+}
+
+function openTimeline(agentId) {
+  if (state.timelineAgent === agentId) {
+    closeTimeline();
+    return;
+  }
+  state.timelineAgent = agentId;
+  state.timeline = new Map();
+  $("timeline-panel").hidden = false;
+  renderTimeline();
+  renderTeam();
+  scheduleRefresh("timeline", 0);
+  $("timeline-panel").scrollIntoView({ block: "nearest", behavior: "smooth" });
+}
+
+function closeTimeline() {
+  state.timelineAgent = null;
+  state.timeline = new Map();
+  $("timeline-panel").hidden = true;
+  renderTeam();
+}
+
+function renderTimeline() {
+  const agentId = state.timelineAgent;
+  if (!agentId) return;
+  $("timeline-title").textContent = `Timeline · ${agentName(agentId)}`;
+  const events = [...state.timeline.values()]
+    .sort((a, b) => Number(b.cursor) - Number(a.cursor))
+    .slice(0, TIMELINE_LIMIT);
+  $("timeline").replaceChildren(
+    ...events.map((event) =>
+      h(
+        "li",
+        { class: "row tl-event", dataset: { type: event.type } },
+        h("time", { class: "muted small mono", datetime: event.at, title: event.at }, clock(event.at)),
+        h("span", { class: "grow" }, describeEvent(event)),
+      ),
+    ),
+  );
+  $("timeline-empty").hidden = events.length > 0;
+}
+
+// -- chrome: connection state, toast, sign-in/out ---------------------------------
+
+function setConnection(stateName, delay) {
+  const el = $("connection");
+  el.dataset.state = stateName;
+  el.querySelector(".conn-text").textContent =
+    stateName === "live"
+      ? "live"
+      : stateName === "reconnecting"
+        ? `reconnecting in ${Math.max(1, Math.round(delay / 1000))}s`
+        : stateName;
+}
+
+let toastTimer = null;
+function toast(text, isError = false) {
+  const el = $("toast");
+  el.textContent = text;
+  el.classList.toggle("error", isError);
+  el.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => (el.hidden = true), 4000);
+}
+
+function showSignIn(message = "") {
+  $("app").hidden = true;
+  $("signin").hidden = false;
+  const error = $("signin-error");
+  error.textContent = message;
+  error.hidden = !message;
+  document.title = "BeadHub";
+  $("api-key").focus();
+}
+
+function start(newSession) {
+  session = newSession;
+  state = freshState();
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  $("project-slug").textContent = session.project_slug;
+  $("human-name").textContent = session.human_name;
+  document.title = `${session.project_slug} · BeadHub`;
+  renderTeam();
+  renderWork();
+  renderReservations();
+  renderEscalations();
+  renderActivity();
+  socket = new HubSocket(session.ticket, {
+    onOpen: refreshAll,
+    onEvent,
+    onState: setConnection,
+    // A ticket that expired cannot be renewed without the key: ask again.
+    shouldGiveUp: (failures) => {
+      if (failures >= 2 && Date.parse(session.expires_at) <= Date.now()) {
+        signOut("Your session expired. Sign in again.");
+        return true;
+      }
+      return false;
+    },
+  });
+  socket.connect();
+}
+
+function signOut(message = "") {
+  socket?.close();
+  socket = null;
+  session = null;
+  state = freshState();
+  sessionStorage.removeItem(STORAGE_KEY);
+  $("escalation-dialog").open && $("escalation-dialog").close();
+  showSignIn(message);
+}
+
+async function signIn(apiKey) {
+  const error = $("signin-error");
+  error.hidden = true;
+  try {
+    socket?.close();
+    start(await exchangeKey(apiKey.trim()));
+  } catch (failure) {
+    showSignIn(`Sign-in failed: ${failure.message}`);
+  }
+}
+
+function main() {
+  $("signin-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = $("api-key");
+    const key = input.value;
+    input.value = "";
+    if (key.trim()) signIn(key);
+  });
+  $("signout").addEventListener("click", () => signOut());
+  $("mail-form").addEventListener("submit", sendMail);
+  $("escalation-form").addEventListener("submit", sendEscalationResponse);
+  $("escalation-cancel").addEventListener("click", () => $("escalation-dialog").close());
+  $("escalation-dialog").addEventListener("close", () => {
+    delete $("escalation-dialog").dataset.escalationId;
+  });
+  $("escalations-button").addEventListener("click", () => {
+    const first = pendingEscalations()[0];
+    if (first) openEscalation(first.escalation_id);
+    else $("escalations-panel").scrollIntoView({ behavior: "smooth" });
+  });
+  $("timeline-close").addEventListener("click", closeTimeline);
+  setInterval(tick, 1000);
+
+  const key = takeKeyFromFragment();
+  if (key) {
+    signIn(key);
+    return;
+  }
+  const saved = loadSession();
+  if (saved) start(saved);
+  else showSignIn();
+}
+
+main();

@@ -1,0 +1,322 @@
+"""The live dashboard, exercised the way a human uses it: a real Chromium
+page against a real hub, with real agents (HubClient) on the other side.
+
+Timing: every wait is bounded (Playwright's expect, HubClient.next_event);
+nothing sleeps. "Live" means the page changes while the test only acts on
+the agent side, so it cannot be a reload or a poll the test triggered.
+"""
+
+from __future__ import annotations
+
+import re
+
+from playwright.async_api import Page, expect
+
+from tests.browser.conftest import PHONE, FrontDoor, agent_card, sign_in
+from tests.support import RunningHub, running_hub
+
+# The team view must follow presence within about a second; the bound is a
+# little wider so a loaded CI machine does not turn into a flaky test.
+LIVE = 2_000
+
+
+async def session_storage(page: Page) -> dict[str, str]:
+    return await page.evaluate("() => Object.fromEntries(Object.entries(sessionStorage))")
+
+
+# -- sign-in ---------------------------------------------------------------------
+
+
+async def test_link_sign_in_keeps_a_ticket_and_drops_the_key(new_page, join, hub_server, slug):
+    alice = await join("alice", human_name="Juan")
+    page = await new_page()
+
+    await sign_in(page, hub_server.http_url, alice["api_key"])
+
+    await expect(page.locator("#project-slug")).to_have_text(slug)
+    await expect(page.locator("#human-name")).to_have_text("Juan")
+    assert "key" not in page.url and alice["api_key"] not in page.url
+    stored = await session_storage(page)
+    assert alice["api_key"] not in repr(stored)
+    assert any("bht_" in value for value in stored.values()), stored
+    # The keyed address was replaced, not pushed: Back leaves the dashboard.
+    await page.go_back()
+    assert page.url == "about:blank"
+    await page.go_forward()
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.locator("#signin-form")).to_be_visible()
+    assert await session_storage(page) == {}
+
+
+async def test_form_sign_in_and_a_bad_key(new_page, join, hub_server, slug):
+    alice = await join("alice")
+    page = await new_page()
+    new_page.allow("status of 401")  # the bad key's answer
+    await page.goto(hub_server.http_url + "/")
+
+    await page.get_by_label("Project API key").fill("bh_not_a_real_key")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#signin-error")).to_contain_text("Sign-in failed")
+    await expect(page.locator("#app")).to_be_hidden()
+
+    await page.get_by_label("Project API key").fill(alice["api_key"])
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.locator("#project-slug")).to_have_text(slug)
+    await expect(page.get_by_label("Project API key")).to_have_value("")
+    assert alice["api_key"] not in repr(await session_storage(page))
+
+    # A reload keeps the session (the ticket), without the key.
+    await page.reload()
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    await expect(page.locator("#project-slug")).to_have_text(slug)
+
+
+# -- team view ----------------------------------------------------------------------
+
+
+async def test_team_follows_agents_online_and_offline_live(new_page, join, connect, hub_server):
+    alice = await join("alice")
+    bob = await join("bob", human_name="Maria", role="backend")
+    page = await new_page()
+    await sign_in(page, hub_server.http_url, alice["api_key"])
+    card = agent_card(page, "bob")
+    await expect(card).to_have_attribute("data-online", "false")
+    await expect(card.locator(".agent-state")).to_have_text("offline")
+
+    client = await connect(bob)
+    await expect(card).to_have_attribute("data-online", "true", timeout=LIVE)
+    await expect(card.locator(".agent-state")).to_have_text("online")
+    await expect(card).to_contain_text("backend")
+    await expect(card).to_contain_text("Maria")
+
+    await client.call(
+        "presence.update", repo="acme/widgets", branch="feat/login", focus="wiring the login form"
+    )
+    await expect(card).to_contain_text("Focus: wiring the login form", timeout=LIVE)
+    await expect(card).to_contain_text("acme/widgets @ feat/login")
+    await expect(card.locator(".last-seen")).to_have_text(re.compile("just now|s ago"))
+    await expect(page.locator("#online-count")).to_have_text("1 of 2 online")
+
+    await client.close()
+    await expect(card).to_have_attribute("data-online", "false", timeout=LIVE)
+    await expect(page.locator("#online-count")).to_have_text("0 of 2 online")
+
+
+async def test_a_new_agent_appears_without_reload(new_page, join, connect, hub_server):
+    alice = await join("alice")
+    page = await new_page()
+    await sign_in(page, hub_server.http_url, alice["api_key"])
+    await expect(agent_card(page, "alice")).to_be_visible()
+
+    carol = await join("carol")
+    await expect(agent_card(page, "carol")).to_be_visible(timeout=LIVE)
+    await connect(carol)
+    await expect(agent_card(page, "carol")).to_have_attribute("data-online", "true", timeout=LIVE)
+
+
+async def test_agent_timeline_shows_its_recent_events(new_page, join, connect, hub_server):
+    alice, bob = await join("alice"), await join("bob")
+    client = await connect(bob)
+    await client.call("presence.update", focus="reading the spec")
+    page = await new_page()
+    await sign_in(page, hub_server.http_url, alice["api_key"])
+
+    await agent_card(page, "bob").locator(".agent-open").click()
+    timeline = page.locator("#timeline")
+    await expect(page.locator("#timeline-title")).to_have_text("Timeline · bob")
+    # From before the page opened (read back from the hub) ...
+    await expect(timeline).to_contain_text("online — reading the spec")
+    # ... and live.
+    await client.call("presence.update", focus="writing tests")
+    await expect(timeline.locator("li").first).to_contain_text("writing tests", timeout=LIVE)
+    await client.close()
+    await expect(timeline.locator("li").first).to_contain_text("went offline", timeout=LIVE)
+
+
+# -- mail and chat ----------------------------------------------------------------------
+
+
+async def test_human_posts_mail_to_one_agent_and_to_everyone(new_page, join, connect, hub_server):
+    alice, bob, carol = await join("alice"), await join("bob"), await join("carol")
+    b, c = await connect(bob), await connect(carol)
+    page = await new_page()
+    await sign_in(page, hub_server.http_url, alice["api_key"])
+    await expect(page.locator("#mail-to option[value=bob]")).to_be_attached()
+
+    await page.locator("#mail-to").select_option("bob")
+    await page.locator("#mail-subject").fill("Please rebase")
+    await page.locator("#mail-body").fill("main moved; rebase before you push.")
+    await page.get_by_role("button", name="Send mail").click()
+
+    mail = await b.next_event("mail", timeout=5)
+    assert mail["data"]["subject"] == "Please rebase"
+    assert mail["data"]["body"] == "main moved; rebase before you push."
+    assert mail["data"]["from_alias"].startswith("human:")
+    await expect(page.locator("#mail-status")).to_have_text("sent to bob")
+    await expect(page.locator("#mail-body")).to_have_value("")
+    # The human sees it in the feed too.
+    await expect(page.locator("#activity")).to_contain_text("Please rebase")
+
+    await page.locator("#mail-to").select_option("*")
+    await page.locator("#mail-body").fill("Stand-up in five minutes.")
+    await page.get_by_role("button", name="Send mail").click()
+    for client in (b, c):
+        everyone = await client.next_event(
+            "mail", timeout=5, where=lambda e: e["data"]["body"] == "Stand-up in five minutes."
+        )
+        assert everyone["data"]["to_all"] is True
+
+
+async def test_feed_shows_agents_mail_and_chat(new_page, join, connect, hub_server):
+    alice, bob = await join("alice"), await join("bob")
+    a, _ = await connect(alice), await connect(bob)
+    await a.call("mail.send", to=["bob"], subject="Schema question", body="Is `id` a uuid?")
+    page = await new_page()
+    await sign_in(page, hub_server.http_url, alice["api_key"])
+
+    feed = page.locator("#activity")
+    await expect(feed).to_contain_text("Schema question")  # from before the page opened
+    first = feed.locator("li").first
+    await expect(first.locator(".from")).to_have_text("alice")
+    await expect(first.locator(".to")).to_have_text(" → bob")
+
+    await a.call("chat.send", to=["bob"], body="Are you on the login bug?\nasking because…")
+    await expect(first).to_contain_text("Are you on the login bug?", timeout=LIVE)
+    await expect(first).not_to_contain_text("asking because")  # first line only
+    await expect(first.locator(".tag")).to_have_text("chat")
+
+
+# -- escalations ----------------------------------------------------------------------------
+
+
+async def test_answer_an_escalation_from_the_page(new_page, join, connect, hub_server):
+    alice, bob = await join("alice"), await join("bob")
+    b = await connect(bob)
+    page = await new_page()
+    await sign_in(page, hub_server.http_url, alice["api_key"])
+    badge = page.locator("#escalation-count")
+    await expect(badge).to_have_text("0")
+
+    await b.call(
+        "escalations.create",
+        subject="Drop the legacy table?",
+        situation="The migration would delete `orders_old` (2 GB).\nShould I keep a backup?",
+    )
+    await expect(badge).to_have_text("1", timeout=LIVE)
+
+    await page.locator("#escalations-button").click()
+    dialog = page.locator("#escalation-dialog")
+    await expect(dialog).to_be_visible()
+    await expect(dialog.locator("#escalation-subject")).to_have_text("Drop the legacy table?")
+    await expect(dialog.locator("#escalation-situation")).to_contain_text("Should I keep a backup?")
+    await expect(dialog.locator("#escalation-meta")).to_contain_text("from bob")
+    await dialog.get_by_label("Your response").fill("Keep a dump in S3 first, then drop it.")
+    await dialog.get_by_role("button", name="Send response").click()
+
+    answered = await b.next_event("escalation.answered", timeout=5)
+    assert answered["data"]["response"] == "Keep a dump in S3 first, then drop it."
+    await expect(dialog).to_be_hidden()
+    await expect(badge).to_have_text("0", timeout=LIVE)
+    row = page.locator("#escalations li.escalation").first
+    await expect(row.locator(".tag")).to_have_text("answered")
+
+
+# -- small screens and dark mode --------------------------------------------------------------
+
+
+async def test_phone_width_shows_the_team_without_sideways_scrolling(
+    new_page, join, connect, hub_server
+):
+    alice = await join("alice")
+    bob = await join("bob", role="frontend", human_name="Maria")
+    client = await connect(bob)
+    await client.call(
+        "presence.update",
+        repo="acme/a-rather-long-repository-name",
+        branch="feature/an-equally-long-branch-name-for-wrapping",
+        focus="making the settings page responsive on small screens",
+    )
+    page = await new_page(viewport=PHONE)
+    await sign_in(page, hub_server.http_url, alice["api_key"])
+
+    card = agent_card(page, "bob")
+    await expect(card).to_be_visible()
+    await expect(card).to_have_attribute("data-online", "true")
+    box = await card.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+    overflow = await page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, f"the page scrolls sideways by {overflow}px at 390px"
+    await expect(page.locator("#escalations-button")).to_be_in_viewport()
+    await expect(page.get_by_role("button", name="Sign out")).to_be_in_viewport()
+
+
+async def test_dark_mode_follows_the_system(new_page, join, hub_server):
+    alice = await join("alice")
+    colours = {}
+    for scheme in ("light", "dark"):
+        page = await new_page(color_scheme=scheme)
+        await sign_in(page, hub_server.http_url, alice["api_key"])
+        colours[scheme] = await page.evaluate(
+            """() => {
+                const lum = (el, prop) => {
+                    const [r, g, b] = getComputedStyle(el)[prop].match(/\\d+/g).map(Number);
+                    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+                };
+                const card = document.querySelector('#team-panel');
+                return {bg: lum(document.body, 'backgroundColor'),
+                        card: lum(card, 'backgroundColor'), text: lum(card, 'color')};
+            }"""
+        )
+    light, dark = colours["light"], colours["dark"]
+    assert light["bg"] > 200 and light["text"] < 80, light
+    assert dark["bg"] < 40 and dark["text"] > 180, dark
+    # Readable: strong contrast between text and its card in both.
+    assert abs(light["card"] - light["text"]) > 150 and abs(dark["card"] - dark["text"]) > 150
+
+
+# -- resilience -----------------------------------------------------------------------------------
+
+
+async def test_survives_a_restart_and_a_switch_to_another_instance(
+    new_page, join, connect, hub_server: RunningHub, front_door: FrontDoor, database_url: str
+):
+    alice, bob = await join("alice"), await join("bob")
+    page = await new_page()
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    await sign_in(page, front_door.http_url, alice["api_key"])
+    b = await connect(bob)
+    await b.call("presence.update", focus="before the restart")
+    card = agent_card(page, "bob")
+    await expect(card).to_contain_text("before the restart", timeout=LIVE)
+    assert len(sockets) == 1 and "cursor=" not in sockets[0]
+
+    # The hub goes away (every connection cut, new ones refused) ...
+    with front_door.closed():
+        await expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
+        await b.call("presence.update", focus="while the page was away")
+    # ... and comes back: the page resumes from its cursor.
+    await expect(page.locator("#connection")).to_have_attribute(
+        "data-state", "live", timeout=10_000
+    )
+    await expect(card).to_contain_text("while the page was away", timeout=LIVE)
+    assert re.search(r"[?&]cursor=\d+", sockets[-1]), sockets
+
+    # A switch to another instance on the same database: the ticket works
+    # there too, and the page follows changes made through that instance.
+    async with running_hub(database_url=database_url, bus_url="memory://") as other:
+        front_door.switch(other)
+        await expect(page.locator("#connection")).to_have_attribute(
+            "data-state", "live", timeout=10_000
+        )
+        b2 = await connect(bob, server=other)
+        await b2.call("presence.update", focus="served by the other instance")
+        await expect(card).to_contain_text("served by the other instance", timeout=LIVE)
+        await b2.close()
+        await expect(card).to_have_attribute("data-online", "false", timeout=LIVE)
+        front_door.switch(hub_server)
+    assert len(sockets) >= 3
