@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.services import escalations, presence
+from hub.services import claims, escalations, presence
 from hub.services.clock import iso, now
 from hub.services.context import Actor, Hub
 
 
 async def get(hub: Hub, actor: Actor) -> dict[str, Any]:
     agents = await presence.list_agents(hub, actor.project_id)
+    held = await claims.by_agent(hub, actor.project_id)
+    for agent in agents:
+        # Newest claim first: bdh shows it as the agent's current issue.
+        agent["claims"] = held.get(agent["agent_id"], [])
+        agent["current_issue"] = agent["claims"][0]["bead_id"] if agent["claims"] else None
     me = next((a for a in agents if a["agent_id"] == actor.agent_id), None)
     return {
         "project_id": actor.project_id,

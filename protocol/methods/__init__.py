@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from protocol.methods import activity, chat, escalations, mail, policies, session
+from protocol.methods import activity, beads, chat, escalations, mail, policies, session
 
 CATALOGUE: dict[str, type[BaseModel]] = {}
-for _module in (session, escalations, policies, mail, chat, activity):
+for _module in (session, escalations, policies, mail, chat, activity, beads):
     CATALOGUE.update(_module.METHODS)
 
 __all__ = ["CATALOGUE"]
