@@ -240,6 +240,17 @@ async def test_stream_yields_bdh_events_until_the_deadline(join, connect, hub_se
     sessions = (await b.call("chat.sessions"))["sessions"]
     assert sessions[0]["sender_waiting"] is False
 
+    # open_stream checks before a transport starts its response.
+    carol = await auth.authenticate(hub, (await join("carol"))["api_key"])
+    future = clock.now() + timedelta(seconds=3)
+    for who, deadline, code in (
+        (carol, future, ErrorCode.NOT_FOUND),
+        (actor, clock.now() - timedelta(seconds=1), ErrorCode.INVALID_PARAMS),
+    ):
+        with pytest.raises(RpcError) as info:
+            await chat.open_stream(hub, who, sid, deadline)
+        assert info.value.code == code
+
 
 async def test_bad_chat_requests_are_refused(join, connect, hub_server):
     alice, bob = await join("alice"), await join("bob")
@@ -283,3 +294,22 @@ async def test_chat_never_crosses_projects(hub_server, connect):
         assert info.value.code == ErrorCode.NOT_FOUND
     assert (await m.call("chat.sessions"))["sessions"] == []
     assert all(not e["type"].startswith("chat") for e in m.pending_events())
+
+
+async def test_a_sender_that_disconnects_stops_waiting(join, connect, hub_server):
+    alice, bob = await join("alice"), await join("bob")
+    a = HubClient(hub_server.ws_url, alice["api_key"], reconnect=False)
+    await a.connect()
+    b = await connect(bob)
+    asyncio.create_task(a.call("chat.send", to=["bob"], body="hello?", wait=60))  # noqa: RUF006
+    await b.next_event("chat.message", where=_message_from("alice"), timeout=5)
+    assert (await b.call("chat.pending"))["pending"][0]["sender_waiting"] is True
+    await a.close()
+    await b.next_event("presence", where=lambda e: e["data"]["alias"] == "alice", timeout=5)
+    # The wait is cleared as the cancelled call unwinds, just after the close.
+    for _ in range(100):
+        if not (await b.call("chat.pending"))["pending"][0]["sender_waiting"]:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("alice is still shown as waiting after she disconnected")

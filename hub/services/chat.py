@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -612,6 +612,10 @@ LEFT JOIN LATERAL (
     WHERE o.session_id = s.id AND o.agent_id <> me.agent_id AND o.waiting_until > now()
 ) w ON true
 WHERE me.agent_id = $2 AND me.project_id = $1
+  AND (NOT $4 OR EXISTS (
+      SELECT 1 FROM chat_messages m
+      WHERE m.session_id = s.id AND m.seq > me.last_read_seq
+        AND m.from_agent_id IS DISTINCT FROM me.agent_id))
 ORDER BY last.created_at DESC NULLS LAST, s.created_at DESC
 LIMIT $3
 """
@@ -640,8 +644,8 @@ async def pending(hub: Hub, actor: Actor) -> dict[str, Any]:
     """Conversations with messages the caller has not read, and whether
     someone there is waiting for the caller's answer (and how long)."""
     agent_id = actor.require_agent()
-    rows = await hub.store.fetch(_CONVERSATIONS, actor.project_id, agent_id, 10_000)
-    items = [_conversation(r) for r in rows if r["unread_count"] > 0]
+    rows = await hub.store.fetch(_CONVERSATIONS, actor.project_id, agent_id, 1000, True)
+    items = [_conversation(r) for r in rows]
     return {
         "pending": items,
         "unread_messages": sum(i["unread_count"] for i in items),
@@ -653,7 +657,7 @@ async def pending(hub: Hub, actor: Actor) -> dict[str, Any]:
 async def list_sessions(hub: Hub, actor: Actor, limit: int = 100) -> dict[str, Any]:
     """The caller's conversations, most recently active first."""
     agent_id = actor.require_agent()
-    rows = await hub.store.fetch(_CONVERSATIONS, actor.project_id, agent_id, limit)
+    rows = await hub.store.fetch(_CONVERSATIONS, actor.project_id, agent_id, limit, False)
     return {"sessions": [_conversation(r) for r in rows]}
 
 
@@ -676,21 +680,23 @@ LIMIT 200
 """
 
 
-async def stream(
+async def open_stream(
     hub: Hub,
     actor: Actor,
     session_id: str,
     deadline: datetime,
     after: datetime | None = None,
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """bdh's send-and-wait stream: ``message`` and ``read_receipt`` events
     (bdh Event fields) of one conversation until ``deadline``, which read
     receipts and hang-ons from the others push back.
 
-    It first replays the messages after ``after``, or else the caller's own
-    last message (if recent) and what followed it: bdh posts its message,
-    then opens the stream, and skips events until it sees its own message.
-    Close the generator (``aclose``) when the client goes away.
+    The checks (NOT_FOUND, a deadline in the past) run here, before a
+    transport starts its response; the returned generator then yields the
+    events. It first replays the messages after ``after``, or else the
+    caller's own last message (if recent) and what followed it: bdh posts
+    its message, then opens the stream, and skips events until it sees its
+    own message. ``aclose()`` it when the client goes away.
     """
     agent_id = actor.require_agent()
     sid = parse_id(session_id, "session_id")
@@ -700,8 +706,36 @@ async def stream(
     if seconds <= 0:
         raise invalid_params("deadline must be in the future")
     seconds = min(seconds, hub.settings.chat_max_wait_seconds)
+    return _stream_events(hub, actor.project_id, agent_id, sid, seconds, after)
+
+
+async def stream(
+    hub: Hub,
+    actor: Actor,
+    session_id: str,
+    deadline: datetime,
+    after: datetime | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """:func:`open_stream` as one async generator (its errors surface on
+    the first iteration)."""
+    events_ = await open_stream(hub, actor, session_id, deadline, after)
+    try:
+        async for event in events_:
+            yield event
+    finally:
+        await events_.aclose()
+
+
+async def _stream_events(
+    hub: Hub,
+    project_id: str,
+    agent_id: str,
+    sid: str,
+    seconds: float,
+    after: datetime | None,
+) -> AsyncGenerator[dict[str, Any], None]:
     listener = _Listener()
-    async with hub.relay.listening(events.channel(actor.project_id), listener):
+    async with hub.relay.listening(events.channel(project_id), listener):
         waiting = _Deadline(hub, sid, agent_id, seconds)
         await waiting.store()
         try:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import asyncpg
-
 from hub.services import events
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
@@ -66,51 +64,52 @@ def _message_view(row: Any) -> dict[str, Any]:
 
 # -- send -------------------------------------------------------------------
 
-_RECIPIENTS = """
-SELECT id, alias FROM agents
-WHERE project_id = $1 AND deleted_at IS NULL
-  AND ($2 OR alias = ANY($3::text[]) OR id = ANY($4::uuid[]))
-"""
-
-_THREAD_EXISTS = """
-SELECT EXISTS (SELECT 1 FROM mail_messages WHERE project_id = $1 AND thread_id = $2)
-"""
-
-_INSERT = """
-WITH m AS (
+# Resolves the recipients and writes the message and its deliveries in one
+# statement (one round trip). It writes nothing unless every named alias/id
+# exists in the project and the thread (if any) does; the caller then reads
+# what is missing from the returned recipients.
+_SEND = """
+WITH r AS (
+    SELECT id, alias FROM agents
+    WHERE project_id = $2 AND deleted_at IS NULL
+      AND ($9 OR alias = ANY($10::text[]) OR id = ANY($11::uuid[]))
+      AND NOT ($9 AND id IS NOT DISTINCT FROM $3)
+), checks AS (
+    SELECT
+        NOT EXISTS (SELECT 1 FROM unnest($10::text[]) x WHERE x NOT IN (SELECT alias FROM r))
+        AND NOT EXISTS (SELECT 1 FROM unnest($11::uuid[]) x WHERE x NOT IN (SELECT id FROM r))
+        AND EXISTS (SELECT 1 FROM r) AS recipients_ok,
+        $8::uuid IS NULL OR EXISTS (
+            SELECT 1 FROM mail_messages WHERE project_id = $2 AND thread_id = $8
+        ) AS thread_ok
+), m AS (
     INSERT INTO mail_messages
         (id, project_id, from_agent_id, from_alias, subject, body, priority, thread_id)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    SELECT $1, $2, $3, $4, $5, $6, $7, coalesce($8, $1)
+    FROM checks WHERE recipients_ok AND thread_ok
     RETURNING created_at
 ), d AS (
     INSERT INTO mail_deliveries (message_id, recipient_id, project_id, created_at)
-    SELECT $1, r, $2, m.created_at FROM m, unnest($9::uuid[]) AS r
+    SELECT $1, r.id, $2, m.created_at FROM m, r
 )
-SELECT created_at FROM m
+SELECT (SELECT created_at FROM m) AS created_at,
+       (SELECT thread_ok FROM checks) AS thread_ok,
+       array(SELECT id FROM r ORDER BY alias) AS ids,
+       array(SELECT alias FROM r ORDER BY alias) AS aliases
 """
 
 
-async def _resolve(
-    conn: asyncpg.Connection,
-    actor: Actor,
-    aliases: list[str],
-    agent_ids: list[str],
-    to_all: bool,
-) -> list[tuple[str, str]]:
-    """(agent id, alias) of every recipient, in one query; an unknown alias
-    or id is NOT_FOUND naming it."""
-    rows = await conn.fetch(_RECIPIENTS, actor.project_id, to_all, aliases, agent_ids)
-    found = {r["id"]: r["alias"] for r in rows}
-    known_aliases = set(found.values())
-    missing = [a for a in aliases if a not in known_aliases]
-    missing += [i for i in agent_ids if i not in found]
+def _refusal(row: Any, aliases: list[str], agent_ids: list[str], thread: str | None) -> RpcError:
+    """Why the send statement wrote nothing."""
+    missing = [a for a in aliases if a not in row["aliases"]]
+    missing += [i for i in agent_ids if i not in row["ids"]]
     if missing:
-        raise not_found(
+        return not_found(
             f"no agent {missing[0]!r} in this project", missing=missing, alias=missing[0]
         )
-    if to_all:
-        found.pop(actor.agent_id or "", None)
-    return sorted(found.items(), key=lambda item: item[1])
+    if not row["ids"]:
+        return invalid_params("there is no other agent in this project to send to")
+    return not_found(f"no mail thread {thread} in this project", thread_id=thread)
 
 
 async def send(
@@ -143,15 +142,8 @@ async def send(
     message_id = str(uuid.uuid4())
 
     async with events.change(hub, actor.project_id) as tx:
-        recipients = await _resolve(tx.conn, actor, aliases, agent_ids, to_all)
-        if not recipients:
-            raise invalid_params("there is no other agent in this project to send to")
-        if thread is not None and not await tx.conn.fetchval(
-            _THREAD_EXISTS, actor.project_id, thread
-        ):
-            raise not_found(f"no mail thread {thread} in this project", thread_id=thread)
-        created_at = await tx.conn.fetchval(
-            _INSERT,
+        row = await tx.conn.fetchrow(
+            _SEND,
             message_id,
             actor.project_id,
             actor.agent_id,
@@ -159,9 +151,16 @@ async def send(
             subject,
             body,
             priority,
-            thread or message_id,
-            [agent_id for agent_id, _ in recipients],
+            thread,
+            to_all,
+            aliases,
+            agent_ids,
         )
+        assert row is not None
+        if row["created_at"] is None:
+            raise _refusal(row, aliases, agent_ids, thread)
+        created_at = row["created_at"]
+        recipients = list(zip(row["ids"], row["aliases"], strict=True))
         message = {
             "message_id": message_id,
             "thread_id": thread or message_id,
