@@ -165,6 +165,8 @@ async def test_incremental_delete_and_full_sync_replacement(join, connect):
             "priority",
         ),
         ({"mode": "full", "issues_jsonl": '{"id":"bd-9","created_at":"yesterday"}'}, 1, "created"),
+        ({"mode": "full", "issues_jsonl": '{"id":"bd-9","priority":99999999999}'}, 1, "priority"),
+        ({"mode": "full", "issues_jsonl": '{"id":"bd-9","title":"a\\u0000b"}'}, 1, "NUL"),
     ],
 )
 async def test_a_bad_line_rejects_the_whole_sync(join, connect, params, line, problem):

@@ -106,6 +106,8 @@ def parse_issue(obj: dict[str, Any], bad: Callable[[str], RpcError]) -> Issue:
     priority = obj.get("priority")
     if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
         raise bad("priority must be an integer")
+    if priority is not None and not -(2**31) <= priority < 2**31:
+        raise bad(f"priority {priority} is out of range")
     labels = obj.get("labels") or []
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
         raise bad("labels must be a list of strings")
@@ -164,6 +166,9 @@ def parse_jsonl(text: str, source: str = "issues_jsonl") -> list[Issue]:
         def bad(problem: str, number: int = number) -> RpcError:
             return invalid_params(f"{source} line {number}: {problem}", field=source, line=number)
 
+        if "\\u0000" in line:
+            # PostgreSQL text and jsonb cannot hold NUL.
+            raise bad("contains \\u0000 (NUL), which cannot be stored")
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
