@@ -46,6 +46,22 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("uuid", encoder=str, decoder=str, schema="pg_catalog", format="text")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Released connections skip asyncpg's default reset (advisory unlock,
+    CLOSE ALL, UNLISTEN, RESET ALL: one more round trip on every release).
+    Pooled connections carry no session state to reset: services use
+    transactions, ``SET LOCAL`` and ``pg_advisory_xact_lock`` only, never a
+    plain ``SET``, a session advisory lock or ``LISTEN``. asyncpg still rolls
+    back a transaction left open."""
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's default reset query (``RESET ALL``,
+    ``UNLISTEN *``, ...): the hub keeps no session state on pooled
+    connections (only transaction-scoped advisory locks, no LISTEN, no SET),
+    so the reset would be a wasted round trip on every call."""
+
+
 class Store:
     """Owns the pool. ``await store.open()`` before use, ``close()`` after."""
 
@@ -70,6 +86,8 @@ class Store:
             min_size=self.min_size,
             max_size=self.max_size,
             init=_init_connection,
+            reset=_keep_session,
+            reset=_keep_session,
             command_timeout=30,
             # Fail fast when the database is down so callers get
             # "unavailable" instead of hanging.
