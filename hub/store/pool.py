@@ -55,13 +55,6 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     back a transaction left open."""
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Release without asyncpg's default reset query (``RESET ALL``,
-    ``UNLISTEN *``, ...): the hub keeps no session state on pooled
-    connections (only transaction-scoped advisory locks, no LISTEN, no SET),
-    so the reset would be a wasted round trip on every call."""
-
-
 class Store:
     """Owns the pool. ``await store.open()`` before use, ``close()`` after."""
 
@@ -86,7 +79,6 @@ class Store:
             min_size=self.min_size,
             max_size=self.max_size,
             init=_init_connection,
-            reset=_keep_session,
             reset=_keep_session,
             command_timeout=30,
             # Fail fast when the database is down so callers get
