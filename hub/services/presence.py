@@ -15,6 +15,7 @@ from typing import Any
 from hub.services import events
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
+from protocol.errors import forbidden, not_found
 
 _AGENT_COLUMNS = """
     a.id AS agent_id, a.alias, a.human_name, a.role, a.agent_type, a.program, a.model,
@@ -156,3 +157,38 @@ async def heartbeat(
         if not (was_online or online_ws) or values:
             tx.emit("presence", agent)
     return {"agent": agent, "ttl_seconds": ttl, "last_seen": agent["last_seen"]}
+
+
+async def require_self(hub: Hub, actor: Actor, workspace_id: str | None) -> str | None:
+    """bdh names its own workspace in many bodies; a key may act only as
+    its own agent. Another agent of the project is forbidden; an id the
+    project does not have (another project's included) is not found. A
+    human (no agent) names no workspace."""
+    agent_id = actor.agent_id
+    if agent_id is None:
+        if workspace_id:
+            raise forbidden("a human acts for no workspace; leave workspace_id out")
+        return None
+    if not workspace_id or workspace_id == agent_id:
+        return agent_id
+    exists = await hub.store.fetchval(
+        "SELECT true FROM agents WHERE project_id = $1 AND id::text = $2",
+        actor.project_id,
+        workspace_id,
+    )
+    if exists:
+        raise forbidden(
+            f"this api key acts for workspace {agent_id} ({actor.alias}), not {workspace_id}"
+        )
+    raise not_found(f"workspace {workspace_id} not found")
+
+
+async def alias_of(hub: Hub, project_id: str, agent_id: str) -> str | None:
+    """The alias of an agent (bdh names agents by workspace id), or None
+    when the project has no such agent; any text is a safe argument."""
+    alias: str | None = await hub.store.fetchval(
+        "SELECT alias FROM agents WHERE project_id = $1 AND id::text = $2",
+        project_id,
+        agent_id,
+    )
+    return alias

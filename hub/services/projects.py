@@ -13,7 +13,7 @@ from hub.services import auth, repos
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from hub.services.events import change
-from protocol.errors import conflict, invalid_params, not_found
+from protocol.errors import conflict, forbidden, invalid_params, not_found
 from protocol.schema import ALIAS_RE, SLUG_RE
 
 #: First names handed out as aliases, in order; a role makes them
@@ -246,4 +246,213 @@ async def whoami(hub: Hub, actor: Actor) -> dict[str, Any]:
         "human_name": actor.human_name,
         "role": actor.role,
         "instance_id": hub.settings.instance_id,
+    }
+
+
+# -- the caller's own project (HTTP shim: bdh's project and repo calls) --------------
+#
+# An api key is bound to one project, so these answer only about that
+# project: another project's slug or id is "not found" (ids) or forbidden
+# (slugs), never created, read or changed.
+
+
+async def ensure_own(hub: Hub, actor: Actor, slug: str) -> dict[str, Any]:
+    """bdh's EnsureProject: the key's project when ``slug`` names it. A key
+    cannot create or join another project; that is ``POST /v1/init``."""
+    if slug != actor.project_slug:
+        raise forbidden(
+            f"this api key belongs to project {actor.project_slug!r}; "
+            f"use POST /v1/init to create or join project {slug!r}"
+        )
+    return {"project_id": actor.project_id, "slug": actor.project_slug, "created": False}
+
+
+async def list_own(hub: Hub, actor: Actor) -> list[dict[str, Any]]:
+    row = await hub.store.fetchrow(
+        """
+        SELECT p.id, p.slug, p.name, p.created_at,
+               (SELECT count(*) FROM repos r WHERE r.project_id = p.id) AS repo_count,
+               (SELECT count(*) FROM agents a
+                 WHERE a.project_id = p.id AND a.deleted_at IS NULL) AS workspace_count
+        FROM projects p WHERE p.id = $1
+        """,
+        actor.project_id,
+    )
+    if row is None:
+        return []
+    return [
+        {
+            "id": row["id"],
+            "project_id": row["id"],
+            "slug": row["slug"],
+            "name": row["name"],
+            "created_at": iso(row["created_at"]),
+            "repo_count": row["repo_count"],
+            "workspace_count": row["workspace_count"],
+        }
+    ]
+
+
+#: Tables whose rows die with a project, counted for bdh's DeleteProject
+#: answer. Looked up by name because their owners' migrations may not be
+#: installed in every deployment's schema yet.
+_CLAIM_TABLES = ("claims",)
+
+
+async def delete(hub: Hub, actor: Actor, project_id: str) -> dict[str, Any]:
+    """Delete the caller's project and everything in it (foreign keys
+    cascade). No event: the project's event log goes with it, and its keys
+    stop working."""
+    if project_id != actor.project_id:
+        raise not_found("project not found")
+    online = await hub.bus.online_agents(project_id)
+    async with hub.store.transaction() as conn:
+        row = await conn.fetchrow(
+            """
+            SELECT (SELECT count(*) FROM repos WHERE project_id = $1) AS repos,
+                   (SELECT count(*) FROM agents
+                     WHERE project_id = $1 AND deleted_at IS NULL) AS workspaces,
+                   (SELECT count(*) FROM agents WHERE project_id = $1
+                     AND deleted_at IS NULL AND http_online_until > now()) AS http_online
+            FROM projects WHERE id = $1 FOR UPDATE
+            """,
+            project_id,
+        )
+        if row is None:
+            raise not_found("project not found")
+        claims = 0
+        for table in _CLAIM_TABLES:
+            if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+                claims += await conn.fetchval(
+                    f"SELECT count(*) FROM {table} WHERE project_id = $1", project_id
+                )
+        agents = await conn.fetch("SELECT id FROM agents WHERE project_id = $1", project_id)
+        await conn.execute("DELETE FROM projects WHERE id = $1", project_id)
+    for agent in agents:
+        auth.forget(agent["id"])
+    return {
+        "id": project_id,
+        "repos_deleted": row["repos"],
+        "workspaces_deleted": row["workspaces"],
+        "claims_deleted": claims,
+        "presence_cleared": len(online) + row["http_online"],
+    }
+
+
+async def ensure_repo(hub: Hub, actor: Actor, project_id: str, origin: str) -> dict[str, Any]:
+    if project_id != actor.project_id:
+        raise not_found("project not found")
+    async with change(hub, actor.project_id) as tx:
+        repo, created = await repos.ensure(tx.conn, actor.project_id, origin)
+        if created:
+            tx.emit("repo.registered", {"repo_id": repo["id"], **_repo_fields(repo)})
+    return {"repo_id": repo["id"], **_repo_fields(repo), "created": created}
+
+
+def _repo_fields(repo: dict[str, Any]) -> dict[str, Any]:
+    return {"canonical_origin": repo["canonical_origin"], "name": repo["name"]}
+
+
+async def register_workspace(
+    hub: Hub,
+    actor: Actor,
+    repo_origin: str,
+    *,
+    role: str = "",
+    hostname: str = "",
+    workspace_path: str = "",
+) -> dict[str, Any]:
+    """Attach the caller's workspace (made by init) to a repo of its
+    project, registering the repo if it is new."""
+    agent_id = actor.require_agent()
+    async with change(hub, actor.project_id) as tx:
+        repo, _ = await repos.ensure(tx.conn, actor.project_id, repo_origin)
+        row = await tx.conn.fetchrow(
+            """
+            UPDATE agents SET repo_id = $3, repo = $4,
+                   role = coalesce(nullif($5, ''), role),
+                   hostname = coalesce(nullif($6, ''), hostname),
+                   workspace_path = coalesce(nullif($7, ''), workspace_path)
+            WHERE id = $1 AND project_id = $2 AND deleted_at IS NULL
+            RETURNING alias, human_name, role, hostname, workspace_path
+            """,
+            agent_id,
+            actor.project_id,
+            repo["id"],
+            repo["name"],
+            role,
+            hostname,
+            workspace_path,
+        )
+        if row is None:
+            raise not_found("workspace not found")
+        tx.emit(
+            "workspace.registered",
+            {"agent_id": agent_id, "workspace_id": agent_id, "repo_id": repo["id"], **dict(row)},
+        )
+    return {
+        "workspace_id": agent_id,
+        "agent_id": agent_id,
+        "project_id": actor.project_id,
+        "project_slug": actor.project_slug,
+        "repo_id": repo["id"],
+        "canonical_origin": repo["canonical_origin"],
+        "alias": row["alias"],
+        "human_name": row["human_name"],
+        "role": row["role"],
+        # The workspace itself was created by init.
+        "created": False,
+    }
+
+
+async def suggest_name_prefix(hub: Hub, actor: Actor, origin_url: str) -> dict[str, Any]:
+    """The next free first name for a new workspace of a repo registered
+    in the caller's project (404 when the repo is not registered)."""
+    repo = await repos.lookup(hub, origin_url, project_id=actor.project_id)
+    async with hub.store.connection() as conn:
+        alias = await suggest_alias(conn, actor.project_id)
+    return {
+        "name_prefix": name_prefix(alias),
+        "project_id": actor.project_id,
+        "project_slug": actor.project_slug,
+        "repo_id": repo["repo_id"],
+        "canonical_origin": repo["canonical_origin"],
+    }
+
+
+async def suggest_alias_prefix(hub: Hub, actor: Actor, project_slug: str) -> dict[str, Any]:
+    """The next free first name in the caller's project. For any other
+    slug the answer is the first name and no id, whether or not that
+    project exists: a key learns nothing about other projects."""
+    if project_slug != actor.project_slug:
+        return {"project_slug": project_slug, "project_id": None, "name_prefix": ALIAS_NAMES[0]}
+    async with hub.store.connection() as conn:
+        alias = await suggest_alias(conn, actor.project_id)
+    return {
+        "project_slug": actor.project_slug,
+        "project_id": actor.project_id,
+        "name_prefix": name_prefix(alias),
+    }
+
+
+async def introspect(hub: Hub, actor: Actor) -> dict[str, Any]:
+    agent_type = ""
+    if actor.agent_id is not None:
+        agent_type = (
+            await hub.store.fetchval(
+                "SELECT agent_type FROM agents WHERE id = $1 AND project_id = $2",
+                actor.agent_id,
+                actor.project_id,
+            )
+            or ""
+        )
+    return {
+        "project_id": actor.project_id,
+        "project_slug": actor.project_slug,
+        "agent_id": actor.agent_id,
+        "workspace_id": actor.agent_id,
+        "alias": actor.alias,
+        "human_name": actor.human_name,
+        "agent_type": agent_type if actor.agent_id else "human",
+        "role": actor.role,
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.services import claims, escalations, presence
+from hub.services import beads, claims, escalations, mail, presence
 from hub.services.clock import iso, now
 from hub.services.context import Actor, Hub
 
@@ -25,4 +25,18 @@ async def get(hub: Hub, actor: Actor) -> dict[str, Any]:
         "online_count": sum(1 for a in agents if a["online"]),
         "escalations_pending": await escalations.pending_count(hub, actor.project_id),
         "timestamp": iso(now()),
+    }
+
+
+async def command_context(hub: Hub, actor: Actor) -> dict[str, Any]:
+    """What bdh prints around a bd command: the caller's unread mail and
+    the issues other agents are working on (bdh's CommandContext)."""
+    agent_id = actor.require_agent()
+    return {
+        "messages_waiting": await mail.unread_count(hub, actor.project_id, agent_id),
+        "beads_in_progress": [
+            b
+            for b in await beads.in_progress(hub, actor.project_id)
+            if b["workspace_id"] != agent_id
+        ],
     }

@@ -1,0 +1,311 @@
+"""Request bodies and query parameters of the HTTP shim, field for field
+as bdh and the aw library send them (see docs/bdh-contract in
+/work/shared). Bodies ignore unknown fields but are strict about types: a
+number where a string belongs is a 422, not a silent conversion. Query
+parameters arrive as text, so their models read ``true``/``10``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
+
+from hub.services.clock import now
+from hub.transport.http.base import Body, Query
+
+Id = Annotated[str, StringConstraints(max_length=100)]
+Name = Annotated[str, StringConstraints(max_length=200)]
+Url = Annotated[str, StringConstraints(max_length=1000)]
+Path = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+Paths = Annotated[list[Path], Field(min_length=1, max_length=500)]
+Ttl = Annotated[int, Field(ge=1, le=86_400)]
+
+
+class StrictBody(Body):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+# -- onboarding, projects, repos, workspaces ----------------------------------
+
+
+class InitRequest(StrictBody):
+    """bdh's and the aw library's InitRequest in one: bdh names a repo, aw
+    names the project and the agent type."""
+
+    project_slug: str = Field(default="", max_length=64)
+    project_name: str = Field(default="", max_length=200)
+    repo_origin: Url = ""
+    alias: str | None = Field(default=None, max_length=64)
+    human_name: Name = ""
+    role: str = Field(default="", max_length=64)
+    email: Name = ""
+    hostname: Name = ""
+    workspace_path: Url = ""
+    agent_type: str = Field(default="agent", max_length=64)
+    program: Name = ""
+    model: Name = ""
+
+
+class TicketRequest(StrictBody):
+    api_key: str = Field(min_length=1, max_length=200)
+
+
+class EnsureProjectRequest(StrictBody):
+    slug: str = Field(min_length=1, max_length=64)
+
+
+class EnsureRepoRequest(StrictBody):
+    project_id: Id
+    origin_url: Url = Field(min_length=1)
+
+
+class LookupRepoRequest(StrictBody):
+    origin_url: Url = Field(min_length=1)
+
+
+class RegisterWorkspaceRequest(StrictBody):
+    repo_origin: Url = Field(min_length=1)
+    role: str = Field(default="", max_length=64)
+    hostname: Name = ""
+    workspace_path: Url = ""
+
+
+class SuggestNamePrefixRequest(StrictBody):
+    origin_url: Url = Field(min_length=1)
+
+
+class SuggestAliasPrefixRequest(StrictBody):
+    project_slug: str = Field(max_length=64)
+
+
+class RefreshPresenceRequest(StrictBody):
+    workspace_id: Id
+    alias: str = Field(max_length=64)
+    human_name: Name = ""
+    project_id: Id = ""
+    project_slug: str = Field(default="", max_length=64)
+    repo_id: Id = ""
+    repo_origin: Url = ""
+    canonical_origin: Url = ""
+    hostname: Name = ""
+    workspace_path: Url = ""
+    program: Name = ""
+    model: Name = ""
+    repo: Name = ""
+    branch: Name = ""
+    role: str = Field(default="", max_length=64)
+    ttl_seconds: Ttl | None = None
+
+
+class WorkspacesQuery(Query):
+    human_name: str = ""
+    repo: str = ""
+    alias: str = ""
+    hostname: str = ""
+    include_claims: bool = False
+    include_presence: bool = True
+    include_deleted: bool = False
+    limit: int = Field(default=200, ge=1, le=1000)
+
+
+class TeamWorkspacesQuery(Query):
+    human_name: str = ""
+    repo: str = ""
+    include_claims: bool = True
+    include_presence: bool = True
+    only_with_claims: bool = False
+    always_include_workspace_id: str = ""
+    limit: int = Field(default=50, ge=1, le=1000)
+
+
+class StatusQuery(Query):
+    workspace_id: str = ""
+    repo: str = ""
+
+
+# -- beads ------------------------------------------------------------------------
+
+
+class CommandRequest(StrictBody):
+    workspace_id: Id
+    repo_id: Id = ""
+    alias: str = Field(max_length=64)
+    human_name: Name
+    repo_origin: Url
+    role: str = Field(default="", max_length=64)
+    command_line: str = Field(max_length=10_000)
+
+
+class SyncRequest(StrictBody):
+    workspace_id: Id
+    repo_id: Id = ""
+    alias: str = Field(max_length=64)
+    human_name: Name
+    repo_origin: Url
+    role: str = Field(default="", max_length=64)
+    command_line: str = Field(default="", max_length=10_000)
+    issues_jsonl: str = ""
+    sync_mode: str = Field(default="", pattern=r"^(|full|incremental)$")
+    changed_issues: str = ""
+    deleted_ids: list[Annotated[str, StringConstraints(max_length=200)]] | None = None
+    sync_protocol_version: int | None = None
+
+
+# -- mail -------------------------------------------------------------------------
+
+
+class SendMessageRequest(StrictBody):
+    """bdh's SendRequest (``to_workspace``) and the aw library's
+    SendMessageRequest (``to_alias`` or ``to_agent_id``) in one body; the
+    sender is always the key's agent."""
+
+    from_workspace: Id = ""
+    from_alias: str = Field(default="", max_length=64)
+    to_workspace: Id = ""
+    to_agent_id: Id = ""
+    to_alias: str = Field(default="", max_length=64)
+    subject: Name = ""
+    body: str
+    priority: str = Field(default="", max_length=20)
+    thread_id: Id | None = None
+
+
+class InboxQuery(Query):
+    workspace_id: str = ""
+    limit: int = Field(default=50, ge=1, le=500)
+    unread_only: bool = False
+    from_workspace: str = ""
+    from_alias: str = ""
+
+
+class AckRequest(StrictBody):
+    workspace_id: Id = ""
+
+
+# -- chat -------------------------------------------------------------------------
+
+
+class ChatCreateSessionRequest(StrictBody):
+    to_aliases: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=50
+    )
+    message: str
+    leaving: bool = False
+    from_workspace: Id = ""
+    from_alias: str = Field(default="", max_length=64)
+
+
+class ChatSendMessageRequest(StrictBody):
+    body: str
+    hang_on: bool = False
+    workspace_id: Id = ""
+    alias: str = Field(default="", max_length=64)
+
+
+class ChatMarkReadRequest(StrictBody):
+    up_to_message_id: Id = Field(min_length=1)
+    workspace_id: Id = ""
+
+
+class ChatMessagesQuery(Query):
+    unread_only: bool = False
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+def _in_future(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("deadline needs a time zone (RFC 3339, e.g. 2026-01-01T12:00:00Z)")
+    if value <= now():
+        raise ValueError("deadline must be in the future")
+    return value
+
+
+class ChatStreamQuery(Query):
+    deadline: Annotated[datetime, AfterValidator(_in_future)] = Field(
+        description="RFC 3339; the stream ends at this instant; must be in the future"
+    )
+
+
+# -- reservations -----------------------------------------------------------------
+
+
+class LockRequest(StrictBody):
+    """bdh's shape: several paths, answered with granted/conflicts."""
+
+    workspace_id: Id = ""
+    alias: str = Field(default="", max_length=64)
+    paths: Paths
+    ttl_seconds: Ttl | None = None
+    exclusive: bool = True
+    reason: Name = ""
+    bead_id: Id = ""
+
+
+class ReservationAcquireRequest(StrictBody):
+    """The aw library's shape: one resource, a conflict is HTTP 409."""
+
+    resource_key: Path
+    ttl_seconds: Ttl | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class RenewLocksRequest(StrictBody):
+    workspace_id: Id = ""
+    alias: str = Field(default="", max_length=64)
+    paths: Paths
+    ttl_seconds: Ttl | None = None
+
+
+class ReservationRenewRequest(StrictBody):
+    resource_key: Path
+    ttl_seconds: Ttl | None = None
+
+
+class UnlockRequest(StrictBody):
+    workspace_id: Id = ""
+    alias: str = Field(default="", max_length=64)
+    paths: Paths
+
+
+class ReservationReleaseRequest(StrictBody):
+    resource_key: Path
+
+
+class RevokeLocksRequest(StrictBody):
+    workspace_id: Id = ""
+    alias: str = Field(default="", max_length=64)
+    paths: Paths
+    reason: Name = ""
+
+
+class ReservationRevokeRequest(StrictBody):
+    prefix: Url = ""
+
+
+class LocksQuery(Query):
+    workspace_id: str = ""
+    alias: str = ""
+    path_prefix: str = ""
+
+
+# -- escalations, policies ---------------------------------------------------------
+
+
+class EscalateRequest(StrictBody):
+    workspace_id: Id = ""
+    alias: str = Field(default="", max_length=64)
+    subject: str
+    situation: str
+    bead_id: Id = ""
+
+
+class EscalationsQuery(Query):
+    status: str = ""
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class PolicyQuery(Query):
+    role: str = ""
+    only_selected: bool = False

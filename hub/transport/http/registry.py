@@ -1,0 +1,190 @@
+"""A small route registry: each route declares its verb, path, request
+model(s), query model and response model once; the same declaration
+builds the Starlette route and the OpenAPI document.
+
+    @api.post("/v1/projects/ensure", body=EnsureProjectRequest,
+              response=EnsureProjectResponse, summary="...")
+    async def ensure_project(call: HttpCall, body: EnsureProjectRequest) -> dict: ...
+
+The handler gets an :class:`HttpCall` (hub, authenticated actor, request,
+path parameters) and, as keyword arguments, the parsed ``body`` and
+``query``. It returns a JSON-able value (sent with ``status``) or a
+:class:`~starlette.responses.Response`.
+
+A route may accept several body shapes (bdh and the aw library reach the
+reservation routes with different bodies): ``body=(A, B)`` picks the first
+model whose required fields are all present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from hub.services.context import Actor, Hub
+from hub.transport.http.base import (
+    ORJSONResponse,
+    actor_of,
+    endpoint,
+    hub_of,
+    read_json,
+    read_query,
+)
+from hub.transport.rpc import parse_params
+from protocol.errors import invalid_params
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class HttpCall:
+    hub: Hub
+    #: None only on the routes declared with ``auth=False``.
+    actor_or_none: Actor | None
+    request: Request
+
+    @property
+    def actor(self) -> Actor:
+        assert self.actor_or_none is not None, "route declared auth=False"
+        return self.actor_or_none
+
+    def path(self, name: str) -> str:
+        return str(self.request.path_params[name])
+
+
+@dataclass(slots=True)
+class Operation:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    bodies: tuple[type[BaseModel], ...] = ()
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    #: Extra documented answers: status -> description.
+    errors: dict[int, str] = field(default_factory=dict)
+    auth: bool = True
+    media_type: str = "application/json"
+
+    @property
+    def name(self) -> str:
+        return self.handler.__name__
+
+
+def required_fields(model: type[BaseModel]) -> set[str]:
+    return {name for name, f in model.model_fields.items() if f.is_required()}
+
+
+def pick_shape(models: tuple[type[BaseModel], ...], data: dict[str, Any]) -> type[BaseModel]:
+    for model in models:
+        if required_fields(model) <= data.keys():
+            return model
+    shapes = " or ".join(
+        f"{m.__name__} (needs {', '.join(sorted(required_fields(m)))})" for m in models
+    )
+    raise invalid_params(f"the body matches no accepted shape: {shapes}")
+
+
+class Api:
+    def __init__(self) -> None:
+        self.operations: list[Operation] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        tag: str,
+        body: type[BaseModel] | tuple[type[BaseModel], ...] | None = None,
+        query: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+        status: int = 200,
+        errors: dict[int, str] | None = None,
+        auth: bool = True,
+        media_type: str = "application/json",
+    ) -> Callable[[Handler], Handler]:
+        bodies = body if isinstance(body, tuple) else (body,) if body is not None else ()
+
+        def register(handler: Handler) -> Handler:
+            self.operations.append(
+                Operation(
+                    method=method,
+                    path=path,
+                    handler=handler,
+                    summary=summary,
+                    tag=tag,
+                    bodies=bodies,
+                    query=query,
+                    response=response,
+                    status=status,
+                    errors=errors or {},
+                    auth=auth,
+                    media_type=media_type,
+                )
+            )
+            return handler
+
+        return register
+
+    def get(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self.route("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self.route("POST", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self.route("DELETE", path, **kw)
+
+    def routes(self) -> list[Route]:
+        """One Starlette route per path, dispatching on the verb."""
+        by_path: dict[str, dict[str, Operation]] = {}
+        for op in self.operations:
+            by_path.setdefault(op.path, {})[op.method] = op
+        return [Route(path, _dispatcher(ops), methods=list(ops)) for path, ops in by_path.items()]
+
+
+def _dispatcher(ops: dict[str, Operation]) -> Callable[[Request], Awaitable[Response]]:
+    runners = {method: _runner(op) for method, op in ops.items()}
+
+    async def dispatch(request: Request) -> Response:
+        # Starlette answers HEAD with the GET route.
+        method = "GET" if request.method == "HEAD" else request.method
+        return await runners[method](request)
+
+    return dispatch
+
+
+def _runner(op: Operation) -> Callable[[Request], Awaitable[Response]]:
+    @endpoint
+    async def run(request: Request) -> Response:
+        # Authenticate before reading the body: an anonymous caller learns
+        # nothing about the shape of a route's input.
+        actor = await actor_of(request) if op.auth else None
+        call = HttpCall(hub_of(request), actor, request)
+        kwargs: dict[str, Any] = {}
+        if op.bodies:
+            data = await read_json(request)
+            model = op.bodies[0] if len(op.bodies) == 1 else pick_shape(op.bodies, data)
+            kwargs["body"] = parse_params(model, data)
+        if op.query is not None:
+            kwargs["query"] = read_query(request, op.query)
+        result = await op.handler(call, **kwargs)
+        if isinstance(result, Response):
+            return result
+        return ORJSONResponse(result, status_code=op.status)
+
+    run.__name__ = op.name
+    return run
+
+
+#: The shim's routes register here (see hub.transport.http.__init__).
+api = Api()
