@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 from hub.bus import create_bus
 from hub.bus.relay import Relay
 from hub.config import Settings
-from hub.services import presence
+from hub.services import presence, reservations
 from hub.services.context import Hub
 from hub.store import Store
 from hub.store.embedded import EmbeddedPostgres
@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await store.open()
         await bus.connect()
         app.state.hub = hub
+        reservations.start(hub)
         logger.info(
             "beadhub instance %s ready (bus %s)",
             settings.instance_id,
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            await reservations.stop(hub)
             await bus.disconnect()
             await store.close()
             if embedded is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.services import beads, claims, escalations, mail, presence
+from hub.services import beads, claims, escalations, mail, presence, reservations
 from hub.services.clock import iso, now
 from hub.services.context import Actor, Hub
 
@@ -12,7 +12,12 @@ from hub.services.context import Actor, Hub
 async def get(hub: Hub, actor: Actor) -> dict[str, Any]:
     agents = await presence.list_agents(hub, actor.project_id)
     held = await claims.by_agent(hub, actor.project_id)
+    locks = await reservations.list_active(hub, actor.project_id)
+    locked: dict[str, list[str]] = {}
+    for lock in locks:
+        locked.setdefault(lock["holder_agent_id"], []).append(lock["path"])
     for agent in agents:
+        agent["current_locks"] = locked.get(agent["agent_id"], [])
         # Newest claim first: bdh shows it as the agent's current issue.
         agent["claims"] = held.get(agent["agent_id"], [])
         agent["current_issue"] = agent["claims"][0]["bead_id"] if agent["claims"] else None
@@ -23,6 +28,7 @@ async def get(hub: Hub, actor: Actor) -> dict[str, Any]:
         "workspace": me or {"alias": actor.alias, "human_name": actor.human_name},
         "agents": agents,
         "online_count": sum(1 for a in agents if a["online"]),
+        "locks": locks,
         "escalations_pending": await escalations.pending_count(hub, actor.project_id),
         "timestamp": iso(now()),
     }

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from protocol.methods import activity, beads, chat, escalations, mail, policies, session
+from protocol.methods import (
+    activity,
+    beads,
+    chat,
+    escalations,
+    mail,
+    policies,
+    reservations,
+    session,
+)
 
 CATALOGUE: dict[str, type[BaseModel]] = {}
-for _module in (session, escalations, policies, mail, chat, activity, beads):
+for _module in (session, escalations, policies, mail, chat, activity, beads, reservations):
     CATALOGUE.update(_module.METHODS)
 
 __all__ = ["CATALOGUE"]

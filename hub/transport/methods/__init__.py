@@ -1,6 +1,24 @@
 """JSON-RPC handlers, one module per concern. Importing this package
 registers them all."""
 
-from hub.transport.methods import activity, beads, chat, escalations, mail, policies, session
+from hub.transport.methods import (
+    activity,
+    beads,
+    chat,
+    escalations,
+    mail,
+    policies,
+    reservations,
+    session,
+)
 
-__all__ = ["activity", "beads", "chat", "escalations", "mail", "policies", "session"]
+__all__ = [
+    "activity",
+    "beads",
+    "chat",
+    "escalations",
+    "mail",
+    "policies",
+    "reservations",
+    "session",
+]

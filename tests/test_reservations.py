@@ -1,0 +1,377 @@
+"""File reservations over real WebSockets: grants, conflicts with the
+holder and when to retry, shared vs exclusive, globs, renew, release,
+revoke, expiry (with its event), bad paths, races and project isolation."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from hub.services import reservations
+from hub.services.clock import now, parse
+from hub.services.paths import overlaps
+from hub.services.paths import parse as parse_path
+from protocol.client import HubClient
+from protocol.errors import ErrorCode, RpcError
+from tests.support import RunningHub, onboard, unique
+
+
+def on(path: str):
+    return lambda e: e["data"]["path"] == path
+
+
+async def rpc_error(awaitable: Any) -> RpcError:
+    with pytest.raises(RpcError) as info:
+        await awaitable
+    return info.value
+
+
+async def open_dashboard(server: RunningHub, agent: dict[str, Any]) -> HubClient:
+    """A human's dashboard session: an api key traded for a browser ticket."""
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
+        response = await http.post("/v1/auth/ticket", json={"api_key": agent["api_key"]})
+    response.raise_for_status()
+    return await HubClient(server.ws_url, ticket=response.json()["ticket"]).connect()
+
+
+async def listed(client: HubClient, **filters: Any) -> list[tuple[str, str]]:
+    found = await client.call("reservations.list", **filters)
+    assert found["count"] == len(found["reservations"])
+    return [(r["path"], r["holder_alias"]) for r in found["reservations"]]
+
+
+async def test_a_grant_is_announced_and_a_conflict_names_the_holder(join, connect):
+    alice, bob = await join("alice"), await join("bob")
+    a, b = await connect(alice), await connect(bob)
+
+    got = await a.call(
+        "reservations.acquire",
+        paths=["./src/api//auth.py"],
+        reason="rewriting login",
+        bead_id="bd-12",
+    )
+    assert got["conflicts"] == []
+    [grant] = got["granted"]
+    assert grant["path"] == "src/api/auth.py"
+    assert grant["exclusive"] is True
+    lifetime = parse(grant["expires_at"]) - now()
+    assert timedelta(seconds=290) < lifetime <= timedelta(seconds=300)
+
+    event = await b.next_event("reservation.granted", where=on("src/api/auth.py"), timeout=2)
+    assert event["data"]["holder_alias"] == "alice"
+    assert event["data"]["holder_agent_id"] == alice["agent_id"]
+    assert (event["data"]["reason"], event["data"]["bead_id"]) == ("rewriting login", "bd-12")
+    assert event["data"]["expires_at"] == grant["expires_at"]
+
+    denied = await b.call("reservations.acquire", paths=["src/api/auth.py", "src/api/db.py"])
+    assert [g["path"] for g in denied["granted"]] == ["src/api/db.py"]
+    [conflict] = denied["conflicts"]
+    assert conflict["path"] == "src/api/auth.py"
+    assert conflict["held_by"] == "alice"
+    assert conflict["holder_agent_id"] == conflict["workspace_id"] == alice["agent_id"]
+    assert (conflict["reason"], conflict["bead_id"]) == ("rewriting login", "bd-12")
+    assert conflict["exclusive"] is True
+    assert conflict["expires_at"] == grant["expires_at"]
+    assert 290 <= conflict["retry_after_seconds"] <= 300
+
+    assert await listed(b) == [("src/api/auth.py", "alice"), ("src/api/db.py", "bob")]
+    assert await listed(b, holder_alias="alice") == [("src/api/auth.py", "alice")]
+    [lock] = (await b.call("reservations.list", path_prefix="src/api/a"))["reservations"]
+    assert lock["reservation_id"] == grant["reservation_id"]
+    assert lock["resource_key"] == "src/api/auth.py"
+    assert lock["project_id"] == alice["project_id"]
+    assert 290 <= lock["ttl_remaining_seconds"] <= 300
+
+    status = await b.call("status.get")
+    by_alias = {agent["alias"]: agent for agent in status["agents"]}
+    assert by_alias["alice"]["current_locks"] == ["src/api/auth.py"]
+    assert by_alias["bob"]["current_locks"] == ["src/api/db.py"]
+    assert {lock["path"] for lock in status["locks"]} == {"src/api/auth.py", "src/api/db.py"}
+
+
+async def test_shared_never_conflicts_with_shared_but_exclusive_does(join, connect):
+    a = await connect(await join("alice"))
+    b = await connect(await join("bob"))
+    c = await connect(await join("carol"))
+
+    assert (await a.call("reservations.acquire", paths=["docs/spec.md"], exclusive=False))[
+        "granted"
+    ]
+    shared = await b.call("reservations.acquire", paths=["docs/spec.md"], exclusive=False)
+    assert [g["exclusive"] for g in shared["granted"]] == [False]
+    assert shared["conflicts"] == []
+
+    excl = await c.call("reservations.acquire", paths=["docs/spec.md"])
+    assert excl["granted"] == []
+    assert sorted(x["held_by"] for x in excl["conflicts"]) == ["alice", "bob"]
+    assert all(x["exclusive"] is False for x in excl["conflicts"])
+
+    assert (await a.call("reservations.acquire", paths=["docs/api.md"]))["granted"]
+    versus = await b.call("reservations.acquire", paths=["docs/api.md"], exclusive=False)
+    assert versus["granted"] == []
+    assert [x["held_by"] for x in versus["conflicts"]] == ["alice"]
+
+
+async def test_globs_conflict_with_the_paths_and_globs_they_may_cover(join, connect):
+    a = await connect(await join("alice"))
+    b = await connect(await join("bob"))
+
+    assert (await a.call("reservations.acquire", paths=["src/api/**"]))["granted"]
+    inside = await b.call("reservations.acquire", paths=["src/api/x.py"])
+    assert inside["granted"] == []
+    assert [(x["path"], x["held_path"], x["held_by"]) for x in inside["conflicts"]] == [
+        ("src/api/x.py", "src/api/**", "alice")
+    ]
+    outside = await b.call("reservations.acquire", paths=["src/web/x.py", "docs/**"])
+    assert [g["path"] for g in outside["granted"]] == ["src/web/x.py", "docs/**"]
+
+    wider = await a.call("reservations.acquire", paths=["src/**"])
+    assert wider["granted"] == []
+    assert [(x["held_path"], x["held_by"]) for x in wider["conflicts"]] == [("src/web/x.py", "bob")]
+
+
+CASES = [
+    ("src/a.py", "src/a.py"),
+    ("src/a.py", "src/b.py"),
+    ("src/*.py", "src/a.py"),
+    ("src/*.py", "src/api/a.py"),
+    ("src/*.py", "src/*.js"),
+    ("src/*.py", "**/*.py"),
+    ("src/api/**", "src/web/**"),
+    ("src/api/**", "src/api/v1/*.py"),
+    ("**", "README.md"),
+    ("src/[ab].py", "src/b.py"),
+    ("src/[ab].py", "src/c.py"),
+    ("lib/?.rs", "lib/x.rs"),
+    ("lib/?.rs", "lib/xy.rs"),
+]
+
+
+async def test_the_database_decides_overlap_by_the_documented_rules(join, connect):
+    a = await connect(await join("alice"))
+    b = await connect(await join("bob"))
+    for held, wanted in CASES + [(w, h) for h, w in CASES]:
+        assert (await a.call("reservations.acquire", paths=[held]))["granted"]
+        got = await b.call("reservations.acquire", paths=[wanted])
+        expected = overlaps(parse_path(held), parse_path(wanted))
+        assert bool(got["conflicts"]) is expected, (held, wanted)
+        assert bool(got["granted"]) is not expected, (held, wanted)
+        await a.call("reservations.release", paths=[held])
+        await b.call("reservations.release", paths=[wanted])
+
+
+async def test_the_same_holder_reserving_again_renews(join, connect):
+    a = await connect(await join("alice"))
+    b = await connect(await join("bob"))
+    first = (await a.call("reservations.acquire", paths=["src/x.py"], ttl_seconds=60))["granted"][0]
+    again = await a.call(
+        "reservations.acquire", paths=["src/x.py"], ttl_seconds=600, reason="still on it"
+    )
+    [renewed] = again["granted"]
+    assert renewed["reservation_id"] == first["reservation_id"]
+    assert renewed["renewed"] is True
+    assert renewed["acquired_at"] == first["acquired_at"]
+    assert parse(renewed["expires_at"]) - parse(first["expires_at"]) > timedelta(seconds=500)
+    event = await b.next_event("reservation.renewed", where=on("src/x.py"), timeout=2)
+    assert event["data"]["expires_at"] == renewed["expires_at"]
+    assert event["data"]["reason"] == "still on it"
+    assert await listed(b) == [("src/x.py", "alice")]
+
+
+async def test_renew_extends_only_the_callers_live_reservations(join, connect):
+    a = await connect(await join("alice"))
+    b = await connect(await join("bob"))
+    grant = (await a.call("reservations.acquire", paths=["src/x.py"], ttl_seconds=60))["granted"][0]
+    renewed = await a.call("reservations.renew", paths=["src/x.py", "src/y.py"], ttl_seconds=900)
+    assert [r["path"] for r in renewed["renewed"]] == ["src/x.py"]
+    assert renewed["renewed"][0]["reservation_id"] == grant["reservation_id"]
+    assert parse(renewed["renewed"][0]["expires_at"]) - now() > timedelta(seconds=890)
+    assert renewed["not_found"] == ["src/y.py"]
+    await b.next_event("reservation.renewed", where=on("src/x.py"), timeout=2)
+
+    theirs = await b.call("reservations.renew", paths=["src/x.py"])
+    assert (theirs["renewed"], theirs["not_found"]) == ([], ["src/x.py"])
+    [lock] = (await b.call("reservations.list"))["reservations"]
+    assert lock["ttl_remaining_seconds"] > 890
+
+
+async def test_release_frees_the_path_and_says_what_was_not_released(join, connect):
+    a = await connect(await join("alice"))
+    b = await connect(await join("bob"))
+    await a.call("reservations.acquire", paths=["src/x.py", "src/y.py"])
+    await b.call("reservations.acquire", paths=["src/z.py"])
+
+    answer = await a.call("reservations.release", paths=["src/x.py", "src/z.py", "src/w.py"])
+    assert answer == {
+        "released": ["src/x.py"],
+        "not_found": ["src/w.py"],
+        "not_owner": ["src/z.py"],
+    }
+    event = await b.next_event("reservation.released", where=on("src/x.py"), timeout=2)
+    assert event["data"]["holder_alias"] == "alice"
+    assert (await b.call("reservations.acquire", paths=["src/x.py"]))["granted"]
+    assert await listed(a) == [("src/x.py", "bob"), ("src/y.py", "alice"), ("src/z.py", "bob")]
+
+
+async def test_only_coordinators_and_humans_revoke(join, connect, hub_server):
+    alice = await join("alice", role="developer")
+    a = await connect(alice)
+    b = await connect(await join("bob", role="developer"))
+    c = await connect(await join("carol", role="coordinator"))
+    await a.call("reservations.acquire", paths=["src/x.py", "src/y.py", "docs/z.md"])
+
+    for who in (a, b):
+        error = await rpc_error(who.call("reservations.revoke", paths=["src/x.py"]))
+        assert error.code == ErrorCode.FORBIDDEN
+    assert len(await listed(b)) == 3
+
+    done = await c.call("reservations.revoke", paths=["src/x.py"])
+    assert (done["revoked_count"], done["revoked_keys"]) == (1, ["src/x.py"])
+    event = await a.next_event("reservation.revoked", where=on("src/x.py"), timeout=2)
+    assert event["data"]["revoked_by"] == "carol"
+    assert event["data"]["holder_alias"] == "alice"
+
+    human = await open_dashboard(hub_server, alice)
+    try:
+        by_prefix = await human.call("reservations.revoke", prefix="src/")
+        assert by_prefix["revoked_keys"] == ["src/y.py"]
+        everything = await human.call("reservations.revoke", prefix="")
+        assert everything["revoked_keys"] == ["docs/z.md"]
+    finally:
+        await human.close()
+    assert await listed(b) == []
+
+
+async def test_an_expired_reservation_is_gone_and_announced(any_server: RunningHub):
+    slug = unique("proj")
+    alice = await onboard(any_server.http_url, slug, "alice")
+    bob = await onboard(any_server.http_url, slug, "bob")
+    async with (
+        HubClient(any_server.ws_url, alice["api_key"]) as a,
+        HubClient(any_server.ws_url, bob["api_key"]) as b,
+    ):
+        grant = await a.call("reservations.acquire", paths=["src/x.py"], ttl_seconds=1)
+        early = await b.call("reservations.acquire", paths=["src/x.py"])
+        assert [x["retry_after_seconds"] for x in early["conflicts"]] == [1]
+
+        event = await b.next_event("reservation.expired", where=on("src/x.py"), timeout=5)
+        assert event["data"]["reservation_id"] == grant["granted"][0]["reservation_id"]
+        assert event["data"]["holder_alias"] == "alice"
+        assert await listed(b) == []
+        later = await b.call("reservations.acquire", paths=["src/x.py"])
+        assert [g["path"] for g in later["granted"]] == ["src/x.py"]
+
+
+async def test_an_expired_row_stops_counting_before_any_cleanup(join, connect, hub_server):
+    """Holding the sweep lock (so no sweep runs) and with the granting
+    timer minutes away, an expired row still in the table is not listed and
+    does not conflict; the sweep then deletes it and announces it."""
+    alice, bob = await join("alice"), await join("bob")
+    a, b = await connect(alice), await connect(bob)
+    grant = (await a.call("reservations.acquire", paths=["src/x.py"]))["granted"][0]
+    conn = await asyncpg.connect(hub_server.settings.database_url)
+    try:
+        await conn.execute(
+            "SELECT pg_advisory_lock(hashtextextended($1, 0))", reservations.SWEEP_LOCK
+        )
+        await conn.execute(
+            "UPDATE reservations SET expires_at = now() - interval '1 second' WHERE id = $1",
+            grant["reservation_id"],
+        )
+        assert await listed(b) == []
+        status = await b.call("status.get")
+        assert status["locks"] == []
+        taken = await b.call("reservations.acquire", paths=["src/x.py"])
+        assert [g["path"] for g in taken["granted"]] == ["src/x.py"]
+        left = await conn.fetchval(
+            "SELECT count(*) FROM reservations WHERE id = $1", grant["reservation_id"]
+        )
+        assert left == 1
+    finally:
+        await conn.close()
+
+    assert await reservations.sweep(hub_server.hub) >= 1
+    event = await b.next_event("reservation.expired", where=on("src/x.py"), timeout=2)
+    assert event["data"]["reservation_id"] == grant["reservation_id"]
+    assert await listed(b) == [("src/x.py", "bob")]
+
+
+@pytest.mark.parametrize("bad", ["../x", "/etc/passwd", "", "src/../../x", "  "])
+async def test_bad_paths_are_rejected_and_nothing_is_written(join, connect, bad: str):
+    a = await connect(await join("alice"))
+    for method in ("reservations.acquire", "reservations.renew", "reservations.release"):
+        error = await rpc_error(a.call(method, paths=["src/ok.py", bad]))
+        assert error.code == ErrorCode.INVALID_PARAMS, method
+        assert error.data["path"] == bad
+    assert await listed(a) == []
+
+
+async def test_bad_ttls_are_rejected(join, connect, hub_server):
+    a = await connect(await join("alice"))
+    limit = hub_server.settings.reservation_max_ttl
+    for ttl in (0, limit + 1):
+        error = await rpc_error(a.call("reservations.acquire", paths=["x.py"], ttl_seconds=ttl))
+        assert error.code == ErrorCode.INVALID_PARAMS
+    assert await listed(a) == []
+
+
+async def test_fifty_agents_racing_get_exactly_one_grant(
+    hub_server: RunningHub, redis_hub_server: RunningHub
+):
+    """Half the agents are on one hub instance and half on another (same
+    database): the decision is PostgreSQL's."""
+    slug = unique("proj")
+    agents = await asyncio.gather(
+        *(onboard(hub_server.http_url, slug, f"agent{i:02d}") for i in range(50))
+    )
+    servers = [hub_server, redis_hub_server]
+    clients = [HubClient(servers[i % 2].ws_url, agent["api_key"]) for i, agent in enumerate(agents)]
+    await asyncio.gather(*(client.connect() for client in clients))
+    try:
+        results = await asyncio.gather(
+            *(c.call("reservations.acquire", paths=["src/hot.py"]) for c in clients)
+        )
+        winners = [i for i, r in enumerate(results) if r["granted"]]
+        assert len(winners) == 1
+        winner = agents[winners[0]]["alias"]
+        losers = [r for r in results if not r["granted"]]
+        assert all([x["held_by"] for x in r["conflicts"]] == [winner] for r in losers)
+        assert await listed(clients[0]) == [("src/hot.py", winner)]
+
+        # Overlapping spellings of the same files race just the same.
+        patterns = ["lib/**", "lib/core.py", "lib/*.py", "**/core.py", "lib/core.py"]
+        results = await asyncio.gather(
+            *(
+                c.call("reservations.acquire", paths=[patterns[i % len(patterns)]])
+                for i, c in enumerate(clients)
+            )
+        )
+        assert sum(len(r["granted"]) for r in results) == 1
+        assert (
+            len(await listed(clients[1], path_prefix="lib"))
+            + len(await listed(clients[1], path_prefix="**"))
+            == 1
+        )
+    finally:
+        await asyncio.gather(*(client.close() for client in clients))
+
+
+async def test_projects_do_not_see_or_touch_each_others_reservations(hub_server, connect):
+    alice = await onboard(hub_server.http_url, unique("proj"), "alice")
+    bob = await onboard(hub_server.http_url, unique("proj"), "bob", role="coordinator")
+    a, b = await connect(alice), await connect(bob)
+    await a.call("reservations.acquire", paths=["src/x.py"])
+    theirs = await b.call("reservations.acquire", paths=["src/x.py"])
+    assert [g["path"] for g in theirs["granted"]] == ["src/x.py"]
+    assert await listed(b) == [("src/x.py", "bob")]
+    assert (await b.call("reservations.revoke", prefix=""))["revoked_count"] == 1
+    assert await listed(a) == [("src/x.py", "alice")]
+    seen = (await a.call("events.since", cursor=0))["events"]
+    assert [e["type"] for e in seen if e["type"].startswith("reservation.")] == [
+        "reservation.granted"
+    ]
