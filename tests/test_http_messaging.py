@@ -80,6 +80,8 @@ async def test_bdh_mail_send_inbox_and_ack(agent: NewAgent):
     assert [m["from_alias"] for m in await inbox(bob, from_alias="carol")] == ["carol"]
     assert await inbox(bob, from_workspace=alice.id, from_alias="carol") == []
     assert await inbox(bob, from_workspace=bob.id) == []
+    # A page size over the hub's maximum is served at the maximum.
+    assert len(await inbox(bob, limit=100_000)) == 2
     page = ok(await bob.get("/v1/messages/inbox", workspace_id=bob.id, limit=1), o.InboxResponse)
     assert page["count"] == 1 and page["has_more"] is True
 

@@ -357,7 +357,9 @@ async def test_every_call_but_init_needs_a_valid_key(hub_server: RunningHub, age
     forged = Shim(hub_server.http_url, {"api_key": "bh_not-a-key"})
     try:
         for shim in (anonymous, forged):
-            error(await shim.get("/v1/status"), 401)
+            refused = await shim.get("/v1/status")
+            error(refused, 401)
+            assert refused.headers["www-authenticate"] == "Bearer"
             error(await shim.post("/v1/repos/lookup", {"origin_url": "x"}), 401)
             error(await shim.delete(f"/v1/workspaces/{alice.id}"), 401)
         basic = await anonymous.http.get("/v1/agents", headers={"Authorization": "Basic abc"})
@@ -424,6 +426,11 @@ CONTRACT_ROUTES = [
     ("post", "/v1/policies/reset"),
     ("get", "/v1/status"),
     ("post", "/v1/escalations"),
+    ("post", "/v1/reservations"),
+    ("post", "/v1/reservations/renew"),
+    ("post", "/v1/reservations/release"),
+    ("post", "/v1/reservations/revoke"),
+    ("get", "/v1/reservations"),
     ("get", "/v1/agents"),
     ("post", "/v1/agents/heartbeat"),
     ("get", "/v1/auth/introspect"),
@@ -447,7 +454,12 @@ async def test_openapi_documents_every_shim_route(hub_server: RunningHub):
     documented = {(verb, path) for path, ops in doc["paths"].items() for verb in ops}
     missing = [route for route in CONTRACT_ROUTES if route not in documented]
     assert missing == []
+    lock = doc["paths"]["/v1/reservations"]["post"]["requestBody"]["content"]["application/json"]
+    shapes = {ref["$ref"].rsplit("/", 1)[1] for ref in lock["schema"]["oneOf"]}
+    assert shapes == {"LockRequest", "ReservationAcquireRequest"}
     schemas = doc["components"]["schemas"]
+    assert "paths" in schemas["LockRequest"]["required"]
+    assert schemas["ReservationAcquireRequest"]["required"] == ["resource_key"]
     inbox = doc["paths"]["/v1/messages/inbox"]["get"]
     assert {p["name"] for p in inbox["parameters"]} >= {"workspace_id", "limit", "unread_only"}
     status = doc["paths"]["/v1/status"]["get"]

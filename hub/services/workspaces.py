@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from hub.services import auth, claims, events, repos
+from hub.services import auth, beads, claims, events, repos, reservations
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from protocol.errors import RpcError, not_found
@@ -174,25 +174,59 @@ async def team(
 
 async def delete(hub: Hub, actor: Actor, workspace_id: str) -> dict[str, Any]:
     """Soft-delete a workspace of the caller's project. Unknown ids, ids of
-    another project and already deleted workspaces are all "not found"."""
+    another project and already deleted workspaces are all "not found".
+
+    What the workspace held goes with it, so a workspace that is gone
+    blocks nobody: its claims are released (``claim.released``, reason
+    ``workspace_deleted``) in the same transaction, then its reservations
+    (``reservation.released``)."""
     async with events.change(hub, actor.project_id) as tx:
         row = await tx.conn.fetchrow(
             """
             UPDATE agents SET deleted_at = now(), http_online_until = NULL
             WHERE project_id = $1 AND id::text = $2 AND deleted_at IS NULL
-            RETURNING id, alias, deleted_at
+            RETURNING id, alias, human_name, role, deleted_at
             """,
             actor.project_id,
             workspace_id,
         )
         if row is None:
             raise not_found(f"workspace {workspace_id} not found")
+        agent_id = row["id"]
+        held = await tx.conn.fetch(
+            "SELECT bead_id FROM claims WHERE project_id = $1 AND agent_id = $2",
+            actor.project_id,
+            agent_id,
+        )
+        released = await beads.release_claims(
+            tx.conn, actor.project_id, sorted(r["bead_id"] for r in held), agent_id
+        )
+        for claim in released:
+            tx.emit(
+                "claim.released",
+                beads.claim_event(claim, reason="workspace_deleted", by=actor.alias),
+            )
         result = {
-            "workspace_id": row["id"],
-            "agent_id": row["id"],
+            "workspace_id": agent_id,
+            "agent_id": agent_id,
             "alias": row["alias"],
             "deleted_at": iso(row["deleted_at"]),
+            "claims_released": [c["bead_id"] for c in released],
         }
         tx.emit("workspace.deleted", {**result, "by": actor.alias})
-    auth.forget(row["id"])
+    auth.forget(agent_id)
+    # Released as the holder itself, through the reservations service, so
+    # the events and expiry timers are the usual ones.
+    holder = Actor(
+        project_id=actor.project_id,
+        project_slug=actor.project_slug,
+        agent_id=agent_id,
+        alias=row["alias"],
+        human_name=row["human_name"],
+        role=row["role"],
+    )
+    mine = await reservations.list_active(hub, actor.project_id, holder_alias=row["alias"])
+    if mine:
+        await reservations.release(hub, holder, [r["path"] for r in mine])
+    result["reservations_released"] = [r["path"] for r in mine]
     return result

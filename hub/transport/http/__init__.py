@@ -19,6 +19,7 @@ from hub.transport.http import (  # noqa: F401  (register routes)
     messaging,
     onboarding,
     openapi,
+    reservations,
     team,
 )
 from hub.transport.http.base import (

@@ -39,7 +39,8 @@ def error_response(exc: RpcError) -> JSONResponse:
     body: dict[str, Any] = {"detail": exc.message, "code": int(exc.code)}
     if exc.data is not None:
         body["data"] = exc.data
-    return ORJSONResponse(body, status_code=exc.http_status)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
+    return ORJSONResponse(body, status_code=exc.http_status, headers=headers)
 
 
 def endpoint(handler: Endpoint) -> Endpoint:

@@ -7,6 +7,7 @@ parameters arrive as text, so their models read ``true``/``10``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -21,6 +22,16 @@ Url = Annotated[str, StringConstraints(max_length=1000)]
 Path = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 Paths = Annotated[list[Path], Field(min_length=1, max_length=500)]
 Ttl = Annotated[int, Field(ge=1, le=86_400)]
+
+
+def _at_most(most: int) -> Callable[[int], int]:
+    return lambda value: min(value, most)
+
+
+# Page sizes: at least 1; a larger one than the hub serves is read as its
+# maximum rather than refused, since clients pick their own defaults.
+Limit500 = Annotated[int, Field(ge=1), AfterValidator(_at_most(500))]
+Limit1000 = Annotated[int, Field(ge=1), AfterValidator(_at_most(1000))]
 
 
 class StrictBody(Body):
@@ -107,7 +118,7 @@ class WorkspacesQuery(Query):
     include_claims: bool = False
     include_presence: bool = True
     include_deleted: bool = False
-    limit: int = Field(default=200, ge=1, le=1000)
+    limit: Limit1000 = 200
 
 
 class TeamWorkspacesQuery(Query):
@@ -117,7 +128,7 @@ class TeamWorkspacesQuery(Query):
     include_presence: bool = True
     only_with_claims: bool = False
     always_include_workspace_id: str = ""
-    limit: int = Field(default=50, ge=1, le=1000)
+    limit: Limit1000 = 50
 
 
 class StatusQuery(Query):
@@ -174,7 +185,7 @@ class SendMessageRequest(StrictBody):
 
 class InboxQuery(Query):
     workspace_id: str = ""
-    limit: int = Field(default=50, ge=1, le=500)
+    limit: Limit500 = 50
     unread_only: bool = False
     from_workspace: str = ""
     from_alias: str = ""
@@ -211,7 +222,7 @@ class ChatMarkReadRequest(StrictBody):
 
 class ChatMessagesQuery(Query):
     unread_only: bool = False
-    limit: int = Field(default=100, ge=1, le=1000)
+    limit: Limit1000 = 100
 
 
 def _in_future(value: datetime) -> datetime:
@@ -303,7 +314,7 @@ class EscalateRequest(StrictBody):
 
 class EscalationsQuery(Query):
     status: str = ""
-    limit: int = Field(default=100, ge=1, le=1000)
+    limit: Limit1000 = 100
 
 
 class PolicyQuery(Query):

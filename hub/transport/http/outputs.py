@@ -466,7 +466,7 @@ class LockInfo(Out):
     acquired_at: str
     expires_at: str
     ttl_remaining_seconds: int
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] | None
 
 
 class ListLocksResponse(Out):
