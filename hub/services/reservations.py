@@ -427,6 +427,20 @@ async def renew(
     }
 
 
+_RELEASE = f"""
+WITH gone AS (
+    DELETE FROM reservations r
+    WHERE r.project_id = $1 AND r.holder_agent_id = $2 AND r.path = ANY($3::text[])
+    RETURNING {_COLUMNS}, r.expires_at > now() AS live
+)
+SELECT true AS mine, * FROM gone
+UNION ALL
+SELECT false, {_COLUMNS}, true FROM reservations r
+WHERE r.project_id = $1 AND r.holder_agent_id <> $2 AND r.path = ANY($3::text[])
+  AND r.expires_at > now()
+"""
+
+
 async def release(hub: Hub, actor: Actor, paths: Sequence[str]) -> dict[str, Any]:
     """Drop the caller's reservations on ``paths`` (bdh's UnlockResponse):
     ``released`` (were live), ``not_owner`` (someone else holds that
@@ -435,16 +449,10 @@ async def release(hub: Hub, actor: Actor, paths: Sequence[str]) -> dict[str, Any
     patterns = _patterns(paths)
     requested = [p.path for p in patterns]
     async with change(hub, actor.project_id) as tx:
-        rows = await tx.conn.fetch(
-            f"""
-            DELETE FROM reservations r
-            WHERE r.project_id = $1 AND r.holder_agent_id = $2 AND r.path = ANY($3::text[])
-            RETURNING {_COLUMNS}, r.expires_at > now() AS live
-            """,
-            actor.project_id,
-            agent_id,
-            requested,
-        )
+        # One statement: the caller's rows go, and the live rows of other
+        # holders on the same patterns (untouched by the DELETE) say "not_owner".
+        found = await tx.conn.fetch(_RELEASE, actor.project_id, agent_id, requested)
+        rows = [row for row in found if row["mine"]]
         released = set()
         for row in rows:
             if row["live"]:
@@ -452,15 +460,9 @@ async def release(hub: Hub, actor: Actor, paths: Sequence[str]) -> dict[str, Any
                 tx.emit("reservation.released", _event_data(row))
             else:
                 tx.emit("reservation.expired", _event_data(row))
-        rest = [p for p in requested if p not in released]
-        held = await tx.conn.fetch(
-            "SELECT DISTINCT path FROM reservations "
-            "WHERE project_id = $1 AND path = ANY($2::text[]) AND expires_at > now()",
-            actor.project_id,
-            rest,
-        )
+    rest = [p for p in requested if p not in released]
     _cancel_all(hub, [row["id"] for row in rows])
-    others = {row["path"] for row in held}
+    others = {row["path"] for row in found if not row["mine"]}
     return {
         "released": [p for p in requested if p in released],
         "not_found": [p for p in rest if p not in others],
