@@ -65,6 +65,8 @@ def migrate(settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="beadhub", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="play the coordination story against a running hub")
+    demo.add_argument("--url", default="http://127.0.0.1:8000", help="the hub's base URL")
     for name in ("serve", "migrate"):
         cmd = sub.add_parser(name)
         cmd.add_argument(
@@ -80,6 +82,11 @@ def main(argv: list[str] | None = None) -> None:
             cmd.add_argument("--port", type=int, help="port (env BEADHUB_PORT, default 8000)")
             cmd.add_argument("--instance-id", help="this instance's id (env BEADHUB_INSTANCE_ID)")
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        from hub.demo import run
+
+        asyncio.run(run(args.url))
+        return
     settings = _settings(args)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
