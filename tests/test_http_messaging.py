@@ -12,7 +12,7 @@ import pytest
 
 from hub.transport.http import outputs as o
 from tests.shim import Shim, bdh_agent, error, in_seconds, ok, sse
-from tests.support import RunningHub, unique
+from tests.support import REDIS_URL, RunningHub, running_hub, unique
 
 NewAgent = Callable[..., Awaitable[Shim]]
 
@@ -317,3 +317,34 @@ async def test_bad_chat_calls(agent: NewAgent):
     history = ok(await bob.get(f"/v1/chat/sessions/{session}/messages"), o.ChatHistoryResponse)
     assert [m["body"] for m in history["messages"]] == ["hi"]
     assert ok(await mallory.get("/v1/chat/pending"), o.ChatPendingResponse)["pending"] == []
+
+
+async def test_the_stream_hears_a_reply_sent_to_another_instance(
+    redis_hub_server: RunningHub, database_url: str, bus_prefix: str, slug: str
+):
+    """Two hub instances sharing PostgreSQL and Redis: the waiter streams
+    from one, the answer is posted to the other."""
+    async with running_hub(
+        database_url=database_url, bus_url=REDIS_URL, bus_prefix=bus_prefix
+    ) as other:
+        alice = await bdh_agent(redis_hub_server.http_url, slug, "alice")
+        bob = await bdh_agent(other.http_url, slug, "bob")
+        try:
+            opened = ok(
+                await alice.post("/v1/chat/sessions", {"to_aliases": ["bob"], "message": "there?"}),
+                o.ChatCreateSessionResponse,
+            )
+            session = opened["session_id"]
+            async with sse(alice, session, in_seconds(20)) as stream:
+                await stream.next()
+                await bob.post(
+                    f"/v1/chat/sessions/{session}/read",
+                    {"up_to_message_id": opened["message_id"]},
+                )
+                assert (await stream.next())["event"] == "read_receipt"
+                await bob.post(f"/v1/chat/sessions/{session}/messages", {"body": "here"})
+                reply = await stream.next()
+            assert (reply["from_agent"], reply["body"]) == ("bob", "here")
+        finally:
+            await alice.close()
+            await bob.close()

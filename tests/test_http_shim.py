@@ -328,21 +328,28 @@ async def test_status_lists_the_team(agent: NewAgent):
 # -- deleting a project ------------------------------------------------------------------------
 
 
-async def test_delete_project_only_the_callers_own(agent: NewAgent, hub_server: RunningHub):
+async def test_delete_project_only_the_callers_own(agent: NewAgent, connect):
     alice, bob = await agent("alice"), await agent("bob")
     mallory = await agent("mallory", project=unique("other"))
     project_id = alice.agent["project_id"]
     error(await mallory.delete(f"/v1/projects/{project_id}"), 404)
     ok(await alice.get("/v1/status"), o.StatusResponse)
 
+    working = {
+        "workspace_id": alice.id,
+        "alias": "alice",
+        "human_name": "Juan",
+        "repo_origin": "git@github.com:acme/widgets.git",
+        "issues_jsonl": '{"id": "bd-1", "title": "x", "status": "in_progress"}',
+    }
+    ok(await alice.post("/v1/bdh/sync", working), o.SyncResponse)
+    # bob is online twice over (HTTP heartbeat and a socket): one agent.
     await bob.post("/v1/agents/heartbeat")
+    await connect(bob.agent)
     gone = ok(await alice.delete(f"/v1/projects/{project_id}"), o.DeleteProjectResponse)
     assert gone["id"] == project_id
-    assert (gone["repos_deleted"], gone["workspaces_deleted"], gone["presence_cleared"]) == (
-        1,
-        2,
-        1,
-    )
+    counts = ("repos_deleted", "workspaces_deleted", "claims_deleted", "presence_cleared")
+    assert [gone[k] for k in counts] == [1, 2, 1, 1]
     error(await alice.get("/v1/status"), 401)
     error(await bob.get("/v1/agents"), 401)
     ok(await mallory.get("/v1/status"), o.StatusResponse)

@@ -293,12 +293,6 @@ async def list_own(hub: Hub, actor: Actor) -> list[dict[str, Any]]:
     ]
 
 
-#: Tables whose rows die with a project, counted for bdh's DeleteProject
-#: answer. Looked up by name because their owners' migrations may not be
-#: installed in every deployment's schema yet.
-_CLAIM_TABLES = ("claims",)
-
-
 async def delete(hub: Hub, actor: Actor, project_id: str) -> dict[str, Any]:
     """Delete the caller's project and everything in it (foreign keys
     cascade). No event: the project's event log goes with it, and its keys
@@ -312,30 +306,28 @@ async def delete(hub: Hub, actor: Actor, project_id: str) -> dict[str, Any]:
             SELECT (SELECT count(*) FROM repos WHERE project_id = $1) AS repos,
                    (SELECT count(*) FROM agents
                      WHERE project_id = $1 AND deleted_at IS NULL) AS workspaces,
-                   (SELECT count(*) FROM agents WHERE project_id = $1
-                     AND deleted_at IS NULL AND http_online_until > now()) AS http_online
+                   (SELECT count(*) FROM claims WHERE project_id = $1) AS claims
             FROM projects WHERE id = $1 FOR UPDATE
             """,
             project_id,
         )
         if row is None:
             raise not_found("project not found")
-        claims = 0
-        for table in _CLAIM_TABLES:
-            if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
-                claims += await conn.fetchval(
-                    f"SELECT count(*) FROM {table} WHERE project_id = $1", project_id
-                )
-        agents = await conn.fetch("SELECT id FROM agents WHERE project_id = $1", project_id)
+        agents = await conn.fetch(
+            "SELECT id, http_online_until > now() AS http_online FROM agents WHERE project_id = $1",
+            project_id,
+        )
         await conn.execute("DELETE FROM projects WHERE id = $1", project_id)
     for agent in agents:
         auth.forget(agent["id"])
+    present = {a["id"] for a in agents if a["http_online"]} | (online & {a["id"] for a in agents})
     return {
         "id": project_id,
+        "project_id": project_id,
         "repos_deleted": row["repos"],
         "workspaces_deleted": row["workspaces"],
-        "claims_deleted": claims,
-        "presence_cleared": len(online) + row["http_online"],
+        "claims_deleted": row["claims"],
+        "presence_cleared": len(present),
     }
 
 
