@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from tests.bench import chat, sessions  # noqa: F401  (registers their scenarios)
+from tests.bench import chat, mail, reservations, sessions, shim  # noqa: F401  (registers scenarios)
 from tests.bench.harness import (
     PROFILE,
     SCENARIOS,

@@ -159,13 +159,22 @@ LABELS: dict[str, tuple[str, str]] = {
     "hub_rss_mb": ("hub RSS", "MB"),
     "wall_s": ("measured for", "s"),
     "load1": ("machine load (1 min)", ""),
+    "others_cpu_pct": ("other processes' CPU", "% of a core"),
 }
 
 
 def metric_label(metric: str) -> tuple[str, str]:
     if metric in LABELS:
         return LABELS[metric]
-    for suffix, unit in (("_ms", "ms"), ("_pct", "%"), ("_mb", "MB"), ("_s", "s"), ("_rps", "/s")):
+    suffixes = (
+        ("_us_per_op", "µs CPU per op"),
+        ("_ms", "ms"),
+        ("_pct", "%"),
+        ("_mb", "MB"),
+        ("_s", "s"),
+        ("_rps", "/s"),
+    )
+    for suffix, unit in suffixes:
         if metric.endswith(suffix):
             return metric[: -len(suffix)].replace("_", " "), unit
     return metric.replace("_", " "), ""
@@ -215,6 +224,12 @@ def medians(runs: list[Metrics]) -> Metrics:
 # -- measuring CPU and memory (generator side) -------------------------------------------
 
 
+def _busy() -> float:
+    """CPU seconds the whole machine has spent not idle."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
 def _cpu(proc: psutil.Process) -> float:
     times = proc.cpu_times()
     return float(times.user + times.system)
@@ -234,6 +249,7 @@ class Meter:
         self._hub0: list[float] = []
         self._pg0: dict[int, float] = {}
         self._me0 = 0.0
+        self._machine0 = 0.0
 
     def _postgres(self) -> dict[int, psutil.Process]:
         found = {}
@@ -253,6 +269,7 @@ class Meter:
             with contextlib.suppress(psutil.Error):
                 self._pg0[pid] = _cpu(proc)
         self._me0 = _cpu(self.me)
+        self._machine0 = _busy()
         return self
 
     def stop(self) -> Metrics:
@@ -263,10 +280,14 @@ class Meter:
             with contextlib.suppress(psutil.Error):
                 pg += _cpu(proc) - self._pg0.get(pid, 0.0)
         me = _cpu(self.me) - self._me0
+        machine = _busy() - self._machine0
         return {
             "hub_cpu_pct": 100 * hub / wall,
             "pg_cpu_pct": 100 * pg / wall,
             "gen_cpu_pct": 100 * me / wall,
+            # Everything else on the machine (other work competing for the
+            # same cores): a high figure means the run was disturbed.
+            "others_cpu_pct": max(0.0, 100 * (machine - hub - pg - me) / wall),
             "hub_rss_mb": self.hub_rss_mb(),
             "wall_s": wall,
             "load1": os.getloadavg()[0],
