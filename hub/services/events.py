@@ -172,6 +172,20 @@ async def since(
     return [Event.from_row(row) for row in rows]
 
 
+async def cursor_before(hub: Hub, project_id: str, seconds: float) -> int:
+    """The cursor of the project's last event stored more than ``seconds``
+    ago: replaying from it returns everything stored since. (A backward
+    scan of the (project_id, seq) index that stops at the first such event.)"""
+    value = await hub.store.fetchval(
+        "SELECT seq FROM events "
+        "WHERE project_id = $1 AND created_at < now() - make_interval(secs => $2) "
+        "ORDER BY seq DESC LIMIT 1",
+        project_id,
+        float(seconds),
+    )
+    return int(value or 0)
+
+
 async def latest_cursor(hub: Hub, project_id: str) -> int:
     value = await hub.store.fetchval(
         "SELECT coalesce(max(seq), 0) FROM events WHERE project_id = $1", project_id

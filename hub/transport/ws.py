@@ -19,6 +19,12 @@ Behaviour and limits:
 - A client that reads too slowly (``MAX_QUEUED`` frames behind) is
   disconnected with 1013 rather than buffered without bound; it resumes
   from its cursor.
+- When the bus may have lost messages (the hub's Redis connection dropped
+  and came back, or another instance died between a commit and its
+  publish), each session re-reads the store from before the gap and sends
+  what it finds, so a client that stayed connected misses nothing either
+  (repeats keep their ids). If the store cannot be read then, the session
+  is closed with 1013 and the client resumes by itself.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -75,6 +82,13 @@ class AgentSession:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._replay_buffer: list[dict[str, Any]] | None = None
         self._closing = False
+        #: The highest event cursor sent (or the stream's start): where a
+        #: catch-up after a bus gap reads from. None until run() knows it.
+        self._cursor: int | None = None
+        self._gap = False
+        #: Start (monotonic) of the oldest gap not caught up yet.
+        self._gap_since: float | None = None
+        self._catch_up_task: asyncio.Task[None] | None = None
 
     # -- outgoing ---------------------------------------------------------
 
@@ -96,7 +110,13 @@ class AgentSession:
         if self._replay_buffer is not None:
             self._replay_buffer.append(message)
             return
+        self._send_event(message)
+
+    def _send_event(self, message: dict[str, Any]) -> None:
         self.send(_event_frame(message))
+        cursor = int(message["cursor"])
+        if self._cursor is None or cursor > self._cursor:
+            self._cursor = cursor
 
     async def _writer(self) -> None:
         while True:
@@ -117,14 +137,61 @@ class AgentSession:
             for event in batch:
                 if event.id not in sent:
                     sent.add(event.id)
-                    self.send(_event_frame(event.bus_message()))
+                    self._send_event(event.bus_message())
             if len(batch) < events.REPLAY_LIMIT:
                 break
             cursor = batch[-1].seq
         buffered, self._replay_buffer = self._replay_buffer or [], None
         for message in buffered:
             if message["id"] not in sent:
-                self.send(_event_frame(message))
+                self._send_event(message)
+
+    def on_gap(self, seconds: float) -> None:
+        """Relay callback: the bus may have lost this project's events of
+        the last ``seconds``."""
+        since = time.monotonic() - seconds
+        if self._gap_since is None or since < self._gap_since:
+            self._gap_since = since
+        self._gap = True
+        self._start_catch_up()
+
+    def _start_catch_up(self) -> None:
+        if not self._gap or self._cursor is None or self._closing:
+            return  # without a cursor yet, run() starts it once known
+        if self._catch_up_task is None or self._catch_up_task.done():
+            self._catch_up_task = asyncio.create_task(self._catch_up())
+
+    async def _catch_up(self) -> None:
+        """Replay from the last cursor sent, again if another gap came
+        meanwhile. Live events are buffered during each pass."""
+        try:
+            while self._gap and not self._closing:
+                self._gap = False
+                assert self._cursor is not None
+                cursor = self._cursor
+                if self._replay_buffer is None:
+                    self._replay_buffer = []
+                if self._gap_since is not None:
+                    # A lost event may be older than what was sent since
+                    # (its instance died before publishing it): re-read
+                    # from before the gap began.
+                    seconds = time.monotonic() - self._gap_since
+                    self._gap_since = None
+                    before = await events.cursor_before(self.hub, self.actor.project_id, seconds)
+                    cursor = min(cursor, before)
+                await self.replay(cursor)
+        except Exception as exc:
+            if not database_unavailable(exc) and not isinstance(exc, RpcError):
+                logger.exception("session %s could not catch up", self.id)
+            self._replay_buffer = None
+            self.close_to_resume()
+
+    def close_to_resume(self) -> None:
+        """Close with 1013 (try again later): the client reconnects and
+        resumes from its own cursor."""
+        if not self._closing:
+            self._closing = True
+            self._queue.put_nowait(None)
 
     # -- incoming -------------------------------------------------------------
 
@@ -168,15 +235,29 @@ class AgentSession:
 
     async def run(self, cursor: int | None) -> None:
         channel = events.channel(self.actor.project_id)
+        try:
+            # A stream without a cursor starts now; a catch-up after a bus
+            # gap reads from there.
+            start = cursor
+            if start is None:
+                start = await events.latest_cursor(self.hub, self.actor.project_id)
+        except RpcError:
+            await self.websocket.close(code=1013)
+            return
         writer = asyncio.create_task(self._writer())
         if cursor is not None:
             self._replay_buffer = []
-        await self.hub.relay.add(channel, self.on_event)
+        await self.hub.relay.add(channel, self.on_event, on_gap=self.on_gap)
         try:
             if self.actor.agent_id is not None:
                 await presence.session_opened(self.hub, self.actor, self.id)
+            self._cursor = start
             if cursor is not None:
-                await self.replay(cursor)
+                self._gap = True  # the replay the client asked for
+            self._start_catch_up()
+            if self._catch_up_task is not None:
+                # Replay before serving requests, as the client expects.
+                await self._catch_up_task
             while True:
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
@@ -190,6 +271,8 @@ class AgentSession:
         finally:
             self._closing = True
             await self.hub.relay.remove(channel, self.on_event)
+            if self._catch_up_task is not None:
+                self._catch_up_task.cancel()
             for task in list(self._in_flight):
                 task.cancel()
             writer.cancel()
