@@ -52,7 +52,11 @@ def _post(base_url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())  # type: ignore[no-any-return]
+        return json.loads(response.read())
+
+
+def _online(alias: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda event: event["data"]["alias"] == alias and event["data"]["online"] is True
 
 
 async def run(base_url: str, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -61,7 +65,7 @@ async def run(base_url: str, say: Callable[[str], None] = print) -> dict[str, An
     ws_url = "ws" + base_url.rstrip("/")[4:]
     post = lambda path, body: asyncio.to_thread(_post, base_url, path, body)  # noqa: E731
     team = {}
-    for alias, human, role in [
+    for alias, human_name, role in [
         ("carol-coordinator", "Ana", "coordinator"),
         ("alice-frontend", "Juan", "frontend"),
         ("bob-backend", "Maria", "backend"),
@@ -71,7 +75,7 @@ async def run(base_url: str, say: Callable[[str], None] = print) -> dict[str, An
             {
                 "project_slug": slug,
                 "alias": alias,
-                "human_name": human,
+                "human_name": human_name,
                 "role": role,
                 "repo_origin": "git@github.com:acme/widgets.git",
                 "workspace_path": f"/src/{alias}",
@@ -85,10 +89,7 @@ async def run(base_url: str, say: Callable[[str], None] = print) -> dict[str, An
     bob = await HubClient(ws_url, team["bob-backend"]["api_key"]).connect()
     try:
         for alias in ("alice-frontend", "bob-backend"):
-            await carol.next_event(
-                "presence",
-                where=lambda e, alias=alias: e["data"]["alias"] == alias and e["data"]["online"],
-            )
+            await carol.next_event("presence", where=_online(alias))
         online = [
             a["alias"] for a in (await carol.call("presence.list", online_only=True))["agents"]
         ]
@@ -140,8 +141,8 @@ async def run(base_url: str, say: Callable[[str], None] = print) -> dict[str, An
             situation="Cursor or offset pagination for the widget list? The API is not settled.",
         )
         say(f"alice escalates: {escalation['subject']}")
-        ticket = await post("/v1/auth/ticket", {"api_key": team["carol-coordinator"]["api_key"]})
-        async with HubClient(ws_url, ticket=ticket["ticket"]) as human:
+        signed_in = await post("/v1/auth/ticket", {"api_key": team["carol-coordinator"]["api_key"]})
+        async with HubClient(ws_url, ticket=signed_in["ticket"]) as human:
             await human.call(
                 "escalations.respond",
                 escalation_id=escalation["escalation_id"],
