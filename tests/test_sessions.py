@@ -114,3 +114,11 @@ async def test_health_and_ready_answer_json(hub_server):
         "bus": "ok",
         "instance_id": hub_server.settings.instance_id,
     }
+
+
+async def test_unknown_paths_and_methods_answer_json(hub_server):
+    async with httpx.AsyncClient(base_url=hub_server.http_url) as http:
+        missing = await http.get("/v1/no-such-thing")
+        wrong_method = await http.delete("/health")
+    assert missing.status_code == 404 and missing.json() == {"detail": "Not Found"}
+    assert wrong_method.status_code == 405 and wrong_method.json()["detail"]
