@@ -472,13 +472,24 @@ function agentItem(agent) {
         )
       : null,
     agent.focus ? h("div", { class: "agent-focus" }, `Focus: ${agent.focus}`) : null,
+    filesOf(agent),
     h(
       "div",
       { class: "agent-seen muted small" },
-      "last seen ",
-      h("span", { class: "last-seen", dataset: { ago: agent.last_seen ?? "" } }, ago(agent.last_seen)),
+      agent.last_seen
+        ? ["last seen ", h("span", { class: "last-seen", dataset: { ago: agent.last_seen } },
+            ago(agent.last_seen))]
+        : "never connected",
     ),
   );
+}
+
+function filesOf(agent) {
+  const held = state.reservations.filter((r) => holderOf(r) === agent.agent_id);
+  if (!held.length) return null;
+  const shown = held.slice(0, 2).map((r) => r.path).join(", ");
+  const more = held.length > 2 ? ` +${held.length - 2}` : "";
+  return h("div", { class: "agent-files" }, "Files: ", h("span", { class: "mono" }, shown), more);
 }
 
 function renderMailTargets(agents) {
@@ -536,13 +547,11 @@ function renderWork() {
 
 // -- rendering: reservations -------------------------------------------------------
 
-function reservationId(r) {
-  return pick(r, "reservation_id", "id");
-}
-
 function renderReservations() {
-  const items = [...state.reservations].sort((a, b) =>
-    String(a.path ?? "").localeCompare(String(b.path ?? "")),
+  const items = [...state.reservations].sort(
+    (a, b) =>
+      String(a.expires_at ?? "").localeCompare(String(b.expires_at ?? "")) ||
+      String(a.path ?? "").localeCompare(String(b.path ?? "")),
   );
   $("reservations").replaceChildren(...items.map(reservationItem));
   $("reservations-empty").hidden = items.length > 0;
@@ -552,17 +561,22 @@ function renderReservations() {
   tick();
 }
 
+function holderOf(r) {
+  return pick(r, "holder_agent_id", "agent_id", "workspace_id");
+}
+
 function reservationItem(r) {
-  const path = pick(r, "path", "pattern", "file") ?? "?";
-  const holder = agentName(r.agent_id, pick(r, "alias", "holder"));
-  const exclusive = r.exclusive ?? r.mode !== "shared";
+  const path = pick(r, "path", "resource_key") ?? "?";
+  const holder = agentName(holderOf(r), pick(r, "holder_alias", "alias"));
+  const exclusive = r.exclusive !== false;
   const revoke = h("button", { type: "button", class: "ghost small danger revoke" }, "Revoke");
   revoke.addEventListener("click", () => confirmThen(revoke, () => revokeReservation(r)));
   return h(
     "li",
-    { class: "row reservation", dataset: { path, reservationId: reservationId(r) ?? "" } },
-    h("span", { class: "mono path grow", title: path }, path),
+    { class: "row reservation", dataset: { path, reservationId: pick(r, "reservation_id", "id") ?? "" } },
+    h("span", { class: "mono path grow", title: r.reason ? `${path} — ${r.reason}` : path }, path),
     h("span", { class: "who" }, holder),
+    r.bead_id ? h("span", { class: "mono bead" }, r.bead_id) : null,
     h("span", { class: "tag" }, exclusive ? "exclusive" : "shared"),
     r.expires_at
       ? h("span", { class: "countdown mono", title: `expires ${r.expires_at}`,
@@ -590,10 +604,8 @@ function confirmThen(button, action) {
 }
 
 async function revokeReservation(r) {
-  const id = reservationId(r);
-  const params = id ? { reservation_id: id } : { path: r.path };
   try {
-    await socket.call("reservations.revoke", params);
+    await socket.call("reservations.revoke", { paths: [r.path] });
     toast(`Revoked ${r.path}`);
   } catch (error) {
     toast(`Could not revoke: ${error.message}`, true);
@@ -693,9 +705,15 @@ async function sendEscalationResponse(event) {
 
 // -- rendering: mail and chat ------------------------------------------------------
 
+// Humans write from the dashboard as "human:<name>".
+function displayName(alias) {
+  const name = String(alias ?? "");
+  return name.startsWith("human:") ? `${name.slice(6)} (human)` : name;
+}
+
 function describeMessage(event) {
   const d = event.data ?? {};
-  const from = pick(d, "from_alias", "from", "sender_alias") ?? agentName(d.from_agent_id);
+  const from = displayName(pick(d, "from_alias", "from", "sender_alias") ?? agentName(d.from_agent_id));
   let to = pick(d, "to_aliases", "to", "recipients_aliases", "participants");
   if (d.to_all) to = "everyone";
   to = listOf(to).filter((name) => name !== from).join(", ");
@@ -798,7 +816,7 @@ function openTimeline(agentId) {
   renderTimeline();
   renderTeam();
   scheduleRefresh("timeline", 0);
-  $("timeline-panel").scrollIntoView({ block: "nearest", behavior: "smooth" });
+  $("timeline-panel").scrollIntoView({ block: "nearest" });
 }
 
 function closeTimeline() {

@@ -8,12 +8,16 @@ the agent side, so it cannot be a reload or a poll the test triggered.
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
+import orjson
+import pytest
 from playwright.async_api import Page, expect
 
 from tests.browser.conftest import PHONE, FrontDoor, agent_card, sign_in
-from tests.support import RunningHub, running_hub
+from tests.support import RunningHub, onboard, running_hub, unique
 
 # The team view must follow presence within about a second; the bound is a
 # little wider so a loaded CI machine does not turn into a flaky test.
@@ -133,6 +137,131 @@ async def test_agent_timeline_shows_its_recent_events(new_page, join, connect, h
     await expect(timeline.locator("li").first).to_contain_text("writing tests", timeout=LIVE)
     await client.close()
     await expect(timeline.locator("li").first).to_contain_text("went offline", timeout=LIVE)
+
+
+# -- work: ready issues and claims -------------------------------------------------------
+
+
+def issues_jsonl(*issues: tuple[str, str, int]) -> str:
+    return "".join(
+        orjson.dumps(
+            {
+                "id": bead_id,
+                "title": title,
+                "status": "open",
+                "priority": priority,
+                "issue_type": "task",
+                "created_at": "2026-11-01T00:00:00Z",
+                "updated_at": "2026-11-01T00:00:00Z",
+            }
+        ).decode()
+        + "\n"
+        for bead_id, title, priority in issues
+    )
+
+
+async def test_ready_work_and_claims_follow_the_team(new_page, join, connect, hub_server):
+    alice, bob = await join("alice"), await join("bob")
+    b = await connect(bob)
+    page = await new_page()
+    await sign_in(page, hub_server.http_url, alice["api_key"])
+    ready, claimed = page.locator("#ready"), page.locator("#claims")
+    await expect(page.locator("#ready-empty")).to_be_visible()
+
+    await b.call(
+        "beads.sync",
+        mode="full",
+        issues_jsonl=issues_jsonl(("bd-1", "Fix the login redirect", 1), ("bd-2", "Docs", 3)),
+    )
+    await expect(ready.locator("li")).to_have_count(2, timeout=LIVE)
+    await expect(ready.locator("li").first).to_contain_text("bd-1")
+    await expect(ready.locator("li").first).to_contain_text("P1")
+
+    await b.call("claims.claim", bead_id="bd-1")
+    row = claimed.locator('li[data-bead="bd-1"]')
+    await expect(row).to_contain_text("Fix the login redirect", timeout=LIVE)
+    await expect(row.locator(".who")).to_have_text("bob")
+    await expect(ready.locator("li")).to_have_count(1)
+    await expect(agent_card(page, "bob").locator(".agent-claim")).to_contain_text("bd-1")
+
+    await b.call("claims.release", bead_id="bd-1")
+    await expect(claimed.locator("li")).to_have_count(0, timeout=LIVE)
+    await expect(agent_card(page, "bob").locator(".agent-claim")).to_have_count(0)
+    await expect(ready.locator("li")).to_have_count(2)
+
+
+# -- file reservations -----------------------------------------------------------------------
+
+
+async def test_reservation_appears_and_counts_down(new_page, join, connect, hub_server):
+    alice, bob = await join("alice"), await join("bob")
+    b = await connect(bob)
+    page = await new_page()
+    await sign_in(page, hub_server.http_url, alice["api_key"])
+
+    await b.call(
+        "reservations.acquire", paths=["src/auth/session.py"], ttl_seconds=120, reason="wid-12"
+    )
+    row = page.locator('#reservations li[data-path="src/auth/session.py"]')
+    await expect(row).to_be_visible(timeout=LIVE)
+    await expect(row.locator(".who")).to_have_text("bob")
+    await expect(row.locator(".tag")).to_have_text("exclusive")
+    await expect(agent_card(page, "bob").locator(".agent-files")).to_contain_text(
+        "src/auth/session.py"
+    )
+    countdown = row.locator(".countdown")
+    await expect(countdown).to_have_text(re.compile(r"^(2:00|1:[0-5]\d)$"))
+    first = int(await countdown.get_attribute("data-seconds") or 0)
+    assert 100 < first <= 120
+    # The page ticks the seconds down by itself (rendering, not a request).
+    await page.wait_for_function(
+        "first => Number(document.querySelector('#reservations .countdown').dataset.seconds)"
+        " < first",
+        arg=first,
+        timeout=3_000,
+    )
+    later = int(await countdown.get_attribute("data-seconds") or 0)
+    assert later < first
+    minutes, seconds = (await countdown.inner_text()).split(":")
+    assert int(minutes) * 60 + int(seconds) == later
+
+    await b.call("reservations.release", paths=["src/auth/session.py"])
+    await expect(row).to_have_count(0, timeout=LIVE)
+    await expect(page.locator("#reservations-empty")).to_be_visible()
+
+
+async def test_an_expired_reservation_leaves_the_page(new_page, join, connect, hub_server):
+    alice, bob = await join("alice"), await join("bob")
+    b = await connect(bob)
+    page = await new_page()
+    await sign_in(page, hub_server.http_url, alice["api_key"])
+    await b.call("reservations.acquire", paths=["docs/**"], ttl_seconds=2)
+    row = page.locator('#reservations li[data-path="docs/**"]')
+    await expect(row).to_be_visible(timeout=LIVE)
+    await expect(row).to_have_count(0, timeout=10_000)
+
+
+async def test_revoke_a_stale_reservation_from_the_page(new_page, join, connect, hub_server):
+    alice, bob = await join("alice"), await join("bob")
+    b = await connect(bob)
+    await b.call("reservations.acquire", paths=["migrations/0042.sql"], ttl_seconds=600)
+    await b.call("reservations.acquire", paths=["README.md"], ttl_seconds=600)
+    page = await new_page()
+    await sign_in(page, hub_server.http_url, alice["api_key"])
+    row = page.locator('#reservations li[data-path="migrations/0042.sql"]')
+    await expect(row).to_be_visible()
+
+    revoke = row.get_by_role("button", name="Revoke")
+    await revoke.click()
+    await expect(row.get_by_role("button", name="Confirm")).to_be_visible()
+    await row.get_by_role("button", name="Confirm").click()
+
+    revoked = await b.next_event("reservation.revoked", timeout=5)
+    assert revoked["data"]["path"] == "migrations/0042.sql"
+    await expect(row).to_have_count(0, timeout=LIVE)
+    held = await b.call("reservations.list")
+    assert [r["path"] for r in held["reservations"]] == ["README.md"]
+    await expect(page.locator('#reservations li[data-path="README.md"]')).to_be_visible()
 
 
 # -- mail and chat ----------------------------------------------------------------------
@@ -320,3 +449,88 @@ async def test_survives_a_restart_and_a_switch_to_another_instance(
         await expect(card).to_have_attribute("data-online", "false", timeout=LIVE)
         front_door.switch(hub_server)
     assert len(sockets) >= 3
+
+
+# -- screenshots -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def screenshot_dir(tmp_path: Path) -> Path:
+    """``BEADHUB_SCREENSHOTS=docs/screenshots`` refreshes the README's
+    pictures; otherwise they go to a temporary directory."""
+    out = Path(os.environ.get("BEADHUB_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+async def test_screenshots_of_a_busy_team(new_page, connect, hub_server, screenshot_dir):
+    """Renders a realistic team in light, dark and phone layouts."""
+    out = screenshot_dir
+    slug = unique("acme-widgets")
+    team = {}
+    for alias, human, role in [
+        ("alice", "Juan", "coordinator"),
+        ("bob", "Maria", "backend"),
+        ("carol", "Maria", "frontend"),
+        ("dave", "Juan", "reviewer"),
+    ]:
+        team[alias] = await onboard(hub_server.http_url, slug, alias, human_name=human, role=role)
+    a, b, c = [await connect(team[n]) for n in ("alice", "bob", "carol")]
+    await a.call(
+        "beads.sync",
+        mode="full",
+        issues_jsonl=issues_jsonl(
+            ("wid-12", "Login redirect loses the return URL", 1),
+            ("wid-15", "Settings page is unusable on phones", 1),
+            ("wid-18", "Rate-limit the public search endpoint", 2),
+            ("wid-21", "Document the export format", 3),
+            ("wid-22", "Flaky test: test_invoice_rounding", 2),
+        ),
+    )
+    await b.call("presence.update", repo="acme/widgets", branch="fix/login-redirect",
+                 focus="reproducing the redirect bug")  # fmt: skip
+    await b.call("claims.claim", bead_id="wid-12")
+    await c.call("presence.update", repo="acme/widgets", branch="feat/responsive-settings",
+                 focus="settings grid at 390px")  # fmt: skip
+    await c.call("claims.claim", bead_id="wid-15")
+    await a.call("presence.update", repo="acme/widgets", branch="main", focus="triage")
+    await a.call("mail.send", to=["bob"], subject="wid-12 is yours",
+                 body="Customer escalation; keep the fix small.")  # fmt: skip
+    await b.call("chat.send", to=["carol"], body="Are you touching auth/session.py?")
+    await c.call("chat.send", to=["bob"], body="No, only templates/settings/*")
+    await a.call("mail.send", to_all=True, subject="Release freeze Friday 17:00",
+                 body="Land what you have by Thursday.")  # fmt: skip
+    await b.call("reservations.acquire", paths=["src/auth/session.py", "src/auth/cookies.py"],
+                 ttl_seconds=300, reason="login redirect", bead_id="wid-12")  # fmt: skip
+    await c.call("reservations.acquire", paths=["templates/settings/"], ttl_seconds=1500)
+    await a.call("reservations.acquire", paths=["CHANGELOG.md"], ttl_seconds=45, exclusive=False)
+    await b.call(
+        "escalations.create",
+        subject="Can I change the session cookie's SameSite to Lax?",
+        situation="The redirect bug comes from SameSite=Strict on the session cookie.\n"
+        "Lax fixes it but changes behaviour for every embedded login. Go ahead?",
+        bead_id="wid-12",
+    )
+
+    shots = [
+        ("dashboard-light.png", {"color_scheme": "light"}),
+        ("dashboard-dark.png", {"color_scheme": "dark"}),
+        ("dashboard-phone.png", {"color_scheme": "light", "viewport": PHONE}),
+    ]
+    for name, options in shots:
+        page = await new_page(**options)
+        await sign_in(page, hub_server.http_url, team["dave"]["api_key"])
+        await expect(page.locator("#escalation-count")).to_have_text("1")
+        await expect(page.locator("#activity li")).to_have_count(4)
+        await expect(page.locator("#claims li")).to_have_count(2)
+        await expect(page.locator("#reservations li")).to_have_count(4)
+        if "dark" in name:  # one picture with an agent's timeline open
+            await agent_card(page, "bob").locator(".agent-open").click()
+            await expect(page.locator("#timeline li").first).to_be_visible()
+        await page.evaluate("() => window.scrollTo(0, 0)")
+        await page.screenshot(path=out / name)
+        assert (out / name).stat().st_size > 20_000
+        if name == "dashboard-light.png":
+            await page.get_by_role("button", name="Answer").click()
+            await page.get_by_label("Your response").fill("Yes, Lax is fine; note it in the PR.")
+            await page.screenshot(path=out / "dashboard-escalation.png")
