@@ -90,3 +90,21 @@ async def connect(hub_server: RunningHub) -> AsyncIterator[Callable[..., Awaitab
     yield _connect
     for client in clients:
         await client.close()
+
+
+@pytest.fixture
+async def agent(hub_server: RunningHub, slug: str) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """``await agent("alice")`` onboards like bdh does and returns its HTTP
+    client (tests/shim.py); closed after the test."""
+    from tests.shim import Shim, bdh_agent
+
+    made: list[Shim] = []
+
+    async def _agent(alias: str, project: str | None = None, **extra: Any) -> Shim:
+        shim = await bdh_agent(hub_server.http_url, project or slug, alias, **extra)
+        made.append(shim)
+        return shim
+
+    yield _agent
+    for shim in made:
+        await shim.close()

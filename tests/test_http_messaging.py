@@ -5,7 +5,7 @@ agents."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -15,20 +15,6 @@ from tests.shim import Shim, bdh_agent, error, in_seconds, ok, sse
 from tests.support import REDIS_URL, RunningHub, running_hub, unique
 
 NewAgent = Callable[..., Awaitable[Shim]]
-
-
-@pytest.fixture
-async def agent(hub_server: RunningHub, slug: str) -> AsyncIterator[NewAgent]:
-    made: list[Shim] = []
-
-    async def _agent(alias: str, project: str | None = None, **extra: Any) -> Shim:
-        shim = await bdh_agent(hub_server.http_url, project or slug, alias, **extra)
-        made.append(shim)
-        return shim
-
-    yield _agent
-    for shim in made:
-        await shim.close()
 
 
 def bdh_send(sender: Shim, to: Shim, body: str, **extra: Any) -> dict[str, Any]:

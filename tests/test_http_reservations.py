@@ -4,30 +4,14 @@ same routes, and reservations crossing between HTTP and WebSocket agents."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pytest
-
 from hub.transport.http import outputs as o
-from tests.shim import Shim, bdh_agent, error, ok
-from tests.support import RunningHub, unique
+from tests.shim import Shim, error, ok
+from tests.support import unique
 
 NewAgent = Callable[..., Awaitable[Shim]]
-
-
-@pytest.fixture
-async def agent(hub_server: RunningHub, slug: str) -> AsyncIterator[NewAgent]:
-    made: list[Shim] = []
-
-    async def _agent(alias: str, project: str | None = None, **extra: Any) -> Shim:
-        shim = await bdh_agent(hub_server.http_url, project or slug, alias, **extra)
-        made.append(shim)
-        return shim
-
-    yield _agent
-    for shim in made:
-        await shim.close()
 
 
 def lock(shim: Shim, *paths: str, **extra: Any) -> dict[str, Any]:

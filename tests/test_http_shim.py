@@ -4,32 +4,16 @@ fields and types each client reads."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from hub.transport.http import outputs as o
-from tests.shim import Shim, bdh_agent, bdh_init_body, error, ok
+from tests.shim import Shim, bdh_init_body, error, ok
 from tests.support import RunningHub, unique
 
 NewAgent = Callable[..., Awaitable[Shim]]
-
-
-@pytest.fixture
-async def agent(hub_server: RunningHub, slug: str) -> AsyncIterator[NewAgent]:
-    """``await agent("alice")`` onboards like bdh does and returns its client."""
-    made: list[Shim] = []
-
-    async def _agent(alias: str, project: str | None = None, **extra: Any) -> Shim:
-        shim = await bdh_agent(hub_server.http_url, project or slug, alias, **extra)
-        made.append(shim)
-        return shim
-
-    yield _agent
-    for shim in made:
-        await shim.close()
 
 
 # -- onboarding ----------------------------------------------------------------------
