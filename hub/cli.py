@@ -23,10 +23,26 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
+def _raise_fd_limit() -> None:
+    """Every agent session holds a socket: allow as many open files as the
+    hard limit permits (the usual soft limit of 1024 caps a hub at ~1000
+    sessions)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
     from hub.app import create_app
+
+    _raise_fd_limit()
 
     config = uvicorn.Config(
         create_app(settings),
