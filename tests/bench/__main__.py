@@ -121,6 +121,9 @@ def summary(reports: list[dict[str, Any]], quick: bool) -> list[str]:
             )
             lines.append(f"| {scenario.row} | | {report['status']}: {why} | | |")
             continue
+        if not scenario.targets:
+            rate = report["median"].get("rate", float("nan"))
+            lines.append(f"| {scenario.row} | (context, no target) | {fmt(rate)} /s | | |")
         for i, target in enumerate(scenario.targets):
             value = report["median"].get(target.metric, float("nan"))
             unit = metric_label(target.metric)[1]

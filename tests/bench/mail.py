@@ -89,3 +89,86 @@ async def gen_mail(spec: dict[str, Any]) -> Metrics:
         "uncommitted_acks": float(uncommitted),
         "lost": float(acked - stored),
     }
+
+
+# -- the ceiling: PostgreSQL alone ---------------------------------------------------------
+
+
+@scenario(
+    "mail-pg-floor",
+    "PostgreSQL alone: the mail-send transaction without the hub (ceiling for `mail`)",
+    [],
+    needs=["rpc:mail.send"],
+    note="the hub's own SQL for one mail send (its send statement and the event insert, "
+    "in one transaction) run straight from the generator on 20 connections (the hub's "
+    f"pool size) by {AGENTS} workers: what PostgreSQL on this machine allows at most",
+)
+async def run_mail_pg_floor(ctx: RunContext) -> Metrics:
+    async with cluster(ctx.quick) as hubs:
+        return await hubs.generate(
+            "tests.bench.mail:gen_mail_pg_floor", seconds=3 if ctx.quick else 10, agents=AGENTS
+        )
+
+
+async def gen_mail_pg_floor(spec: dict[str, Any]) -> Metrics:
+    import uuid
+
+    import orjson
+
+    from hub.services import events
+    from hub.services import mail as mail_service
+
+    hub = spec["hubs"][0]
+    teams = await onboard_teams(hub["http"], spec["agents"] // TEAM, TEAM)
+    agents = [a for team in teams for a in team]
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await conn.set_type_codec(
+            "jsonb",
+            encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+
+    db = await asyncpg.create_pool(dsn_for(spec["database"]), min_size=20, max_size=20, init=init)
+
+    def sender(k: int) -> Any:
+        me = agents[k]
+        to = teams[k // TEAM][(k % TEAM + 1) % TEAM]
+
+        async def op(i: int) -> None:
+            message_id = str(uuid.uuid4())
+            async with db.acquire() as conn, conn.transaction():
+                await conn.fetchrow(
+                    mail_service._SEND,
+                    message_id,
+                    me["project_id"],
+                    me["agent_id"],
+                    me["alias"],
+                    "bench",
+                    f"message {i}",
+                    "normal",
+                    None,
+                    False,
+                    [to["alias"]],
+                    [],
+                )
+                await conn.fetchrow(
+                    events._INSERT,
+                    me["project_id"],
+                    "mail",
+                    [to["agent_id"]],
+                    {"message_id": message_id, "body": f"message {i}"},
+                )
+
+        return op
+
+    try:
+        result = await closed_loop(
+            [sender(k) for k in range(spec.get("workers", len(agents)))],
+            spec["seconds"],
+            meter=meter(spec),
+        )
+    finally:
+        await db.close()
+    return result.metrics()
