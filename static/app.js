@@ -629,6 +629,10 @@ function renderEscalations() {
   $("escalations").replaceChildren(...shown.map(escalationItem));
   $("escalations-empty").hidden = shown.length > 0;
   $("escalations-note").textContent = pending.length ? `${pending.length} pending` : "";
+  if (session) {
+    const prefix = pending.length ? `(${pending.length}) ` : "";
+    document.title = `${prefix}${session.project_slug} · BeadHub`;
+  }
   const open = $("escalation-dialog").dataset.escalationId;
   if (open && $("escalation-dialog").open) {
     const current = state.escalations.find((e) => e.escalation_id === open);
@@ -892,20 +896,42 @@ function start(newSession) {
   renderReservations();
   renderEscalations();
   renderActivity();
+  hubReadyButRefusing = false;
   socket = new HubSocket(session.ticket, {
-    onOpen: refreshAll,
+    onOpen: () => {
+      hubReadyButRefusing = false;
+      refreshAll();
+    },
     onEvent,
     onState: setConnection,
-    // A ticket that expired cannot be renewed without the key: ask again.
     shouldGiveUp: (failures) => {
-      if (failures >= 2 && Date.parse(session.expires_at) <= Date.now()) {
+      // A ticket that expired cannot be renewed without the key: ask again.
+      if (Date.parse(session.expires_at) <= Date.now()) {
         signOut("Your session expired. Sign in again.");
         return true;
       }
+      // A browser does not say why a handshake failed. If the hub said it
+      // was ready and still refuses the socket, the ticket is no longer
+      // valid; otherwise the hub is down and retrying is right.
+      if (hubReadyButRefusing) {
+        signOut("The hub no longer accepts this session. Sign in again.");
+        return true;
+      }
+      if (failures >= 3) probeHub();
       return false;
     },
   });
   socket.connect();
+}
+
+let hubReadyButRefusing = false;
+
+async function probeHub() {
+  const ready = await fetch("/ready", { cache: "no-store" }).then(
+    (response) => response.ok,
+    () => false,
+  );
+  hubReadyButRefusing = ready && socket?.ws?.readyState !== WebSocket.OPEN;
 }
 
 function signOut(message = "") {

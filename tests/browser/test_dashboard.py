@@ -16,8 +16,9 @@ import orjson
 import pytest
 from playwright.async_api import Page, expect
 
+from protocol.client import HubClient
 from tests.browser.conftest import PHONE, FrontDoor, agent_card, sign_in
-from tests.support import RunningHub, onboard, running_hub, unique
+from tests.support import REDIS_URL, RunningHub, onboard, running_hub, unique
 
 # The team view must follow presence within about a second; the bound is a
 # little wider so a loaded CI machine does not turn into a flaky test.
@@ -77,6 +78,30 @@ async def test_form_sign_in_and_a_bad_key(new_page, join, hub_server, slug):
     await expect(page.locator("#project-slug")).to_have_text(slug)
 
 
+async def test_an_expired_or_unknown_ticket_asks_to_sign_in_again(new_page, hub_server):
+    page = await new_page()
+    await page.goto(hub_server.http_url + "/")
+    await expect(page.locator("#signin-form")).to_be_visible()
+    stale = {"ticket": "bht_old", "expires_at": "2020-01-01T00:00:00Z", "project_slug": "x"}
+    await page.evaluate("s => sessionStorage.setItem('beadhub.session', JSON.stringify(s))", stale)
+    await page.reload()
+    await expect(page.locator("#signin-form")).to_be_visible()
+    assert await session_storage(page) == {}
+
+    # A ticket the hub does not know (its database was reset, say): the hub
+    # is ready but refuses the socket, so the page stops retrying.
+    unknown = {**stale, "ticket": "bht_unknown", "expires_at": "2099-01-01T00:00:00Z"}
+    await page.evaluate(
+        "s => sessionStorage.setItem('beadhub.session', JSON.stringify(s))", unknown
+    )
+    await page.reload()
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
+    await expect(page.locator("#signin-error")).to_contain_text(
+        "no longer accepts this session", timeout=15_000
+    )
+    assert await session_storage(page) == {}
+
+
 # -- team view ----------------------------------------------------------------------
 
 
@@ -106,6 +131,30 @@ async def test_team_follows_agents_online_and_offline_live(new_page, join, conne
     await client.close()
     await expect(card).to_have_attribute("data-online", "false", timeout=LIVE)
     await expect(page.locator("#online-count")).to_have_text("0 of 2 online")
+
+
+async def test_team_view_follows_agents_on_another_instance(
+    new_page, redis_hub_server, database_url, bus_prefix
+):
+    """The page on one instance, the agent on another, Redis between."""
+    slug = unique("multi")
+    alice = await onboard(redis_hub_server.http_url, slug, "alice")
+    bob = await onboard(redis_hub_server.http_url, slug, "bob")
+    page = await new_page()
+    await sign_in(page, redis_hub_server.http_url, alice["api_key"])
+    card = agent_card(page, "bob")
+    await expect(card).to_have_attribute("data-online", "false")
+    async with running_hub(
+        database_url=database_url, bus_url=REDIS_URL, bus_prefix=bus_prefix
+    ) as other:
+        client = await HubClient(other.ws_url, bob["api_key"]).connect()
+        try:
+            await expect(card).to_have_attribute("data-online", "true", timeout=LIVE)
+            await client.call("presence.update", focus="on the other instance")
+            await expect(card).to_contain_text("on the other instance", timeout=LIVE)
+        finally:
+            await client.close()
+        await expect(card).to_have_attribute("data-online", "false", timeout=LIVE)
 
 
 async def test_a_new_agent_appears_without_reload(new_page, join, connect, hub_server):
