@@ -364,6 +364,16 @@ const REFRESHERS = {
   },
 };
 
+REFRESHERS.policy = async () => {
+  const [policy, versions] = await Promise.all([
+    callOptional("policy.get", {}).catch(reportError),
+    callOptional("policy.versions", { limit: 50 }).catch(reportError),
+  ]);
+  state.policy = policy ?? null;
+  state.policyVersions = versions?.versions ?? [];
+  renderPolicy();
+};
+
 function refreshAll() {
   for (const name of Object.keys(REFRESHERS)) scheduleRefresh(name, 0);
 }
@@ -384,6 +394,7 @@ const EVENT_LISTS = {
   "escalation.created": "escalations",
   "escalation.answered": "escalations",
   "escalation.expired": "escalations",
+  "policy.updated": "policy",
 };
 
 function onEvent(event) {
@@ -776,6 +787,59 @@ async function sendMail(event) {
   }
 }
 
+// -- rendering: policy ------------------------------------------------------------
+
+function renderPolicy() {
+  const policy = state.policy;
+  const note = $("policy-note");
+  const missing = state.missing.has("policy.get");
+  note.hidden = !missing;
+  note.textContent = missing ? "This hub does not serve a policy." : "";
+  const select = $("policy-version");
+  const versions = state.policyVersions ?? [];
+  select.replaceChildren(
+    ...versions.map((v) =>
+      h("option", { value: v.version }, `v${v.version}${v.active ? " (active)" : ""}`),
+    ),
+  );
+  if (policy) select.value = String(policy.version);
+  $("policy-activate").disabled = true;
+  $("invariants").replaceChildren(
+    ...(policy?.invariants ?? []).map((inv) =>
+      h(
+        "li",
+        { class: "row invariant", dataset: { invariant: inv.id } },
+        h("details", {},
+          h("summary", {}, h("span", { class: "mono" }, inv.id), inv.title),
+          h("pre", {}, inv.body_md)),
+      ),
+    ),
+  );
+  $("playbooks").replaceChildren(
+    ...Object.entries(policy?.roles ?? {}).map(([role, book]) =>
+      h(
+        "li",
+        { class: "row playbook", dataset: { role } },
+        h("details", {},
+          h("summary", {}, h("span", { class: "mono" }, role), book.title),
+          h("pre", {}, book.playbook_md)),
+      ),
+    ),
+  );
+}
+
+async function activatePolicy() {
+  const version = Number($("policy-version").value);
+  $("policy-activate").disabled = true;
+  try {
+    await socket.call("policy.activate", { version });
+    toast(`Policy v${version} is now active`);
+  } catch (error) {
+    toast(`Could not activate: ${error.message}`, true);
+  }
+  scheduleRefresh("policy");
+}
+
 // -- rendering: timeline -----------------------------------------------------------
 
 function describeEvent(event) {
@@ -797,6 +861,8 @@ function describeEvent(event) {
     }
     case "escalation.created":
       return `escalated: ${d.subject ?? ""}`;
+    case "policy.updated":
+      return `policy v${d.version} ${d.reason ?? "updated"}${d.by ? ` by ${displayName(d.by)}` : ""}`;
     case "escalation.answered":
       return `escalation answered: ${firstLine(d.response ?? d.subject ?? "")}`;
     default:
@@ -896,6 +962,7 @@ function start(newSession) {
   renderReservations();
   renderEscalations();
   renderActivity();
+  renderPolicy();
   hubReadyButRefusing = false;
   socket = new HubSocket(session.ticket, {
     onOpen: () => {
@@ -976,6 +1043,10 @@ function main() {
     else $("escalations-panel").scrollIntoView({ behavior: "smooth" });
   });
   $("timeline-close").addEventListener("click", closeTimeline);
+  $("policy-version").addEventListener("change", () => {
+    $("policy-activate").disabled = Number($("policy-version").value) === state.policy?.version;
+  });
+  $("policy-activate").addEventListener("click", activatePolicy);
   setInterval(tick, 1000);
 
   const key = takeKeyFromFragment();

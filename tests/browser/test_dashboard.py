@@ -313,6 +313,40 @@ async def test_revoke_a_stale_reservation_from_the_page(new_page, join, connect,
     await expect(page.locator('#reservations li[data-path="README.md"]')).to_be_visible()
 
 
+# -- policy -----------------------------------------------------------------------------------
+
+
+async def test_policy_shows_live_and_a_human_rolls_it_back(new_page, join, connect, hub_server):
+    alice = await join("alice")
+    lead = await connect(await join("lena", role="coordinator"))
+    page = await new_page()
+    await sign_in(page, hub_server.http_url, alice["api_key"])
+    version = page.locator("#policy-version")
+    await expect(version).to_have_value("1")
+    await expect(page.locator("#invariants li").first).to_be_visible()
+    await expect(page.locator('#playbooks li[data-role="coordinator"]')).to_be_visible()
+
+    await lead.call(
+        "policy.create",
+        invariants=[{"id": "tests-first", "title": "Write the test first", "body_md": "Always."}],
+        roles={"backend": {"title": "Backend", "playbook_md": "Own the API."}},
+    )
+    await expect(version).to_have_value("2", timeout=LIVE)
+    await expect(page.locator("#invariants li")).to_have_count(1)
+    invariant = page.locator('#invariants li[data-invariant="tests-first"]')
+    await invariant.locator("summary").click()
+    await expect(invariant).to_contain_text("Always.")
+
+    await version.select_option("1")
+    await page.get_by_role("button", name="Activate").click()
+    updated = await lead.next_event(
+        "policy.updated", timeout=5, where=lambda e: e["data"]["reason"] == "activated"
+    )
+    assert updated["data"]["version"] == 1
+    await expect(version.locator("option:checked")).to_have_text("v1 (active)", timeout=LIVE)
+    assert (await lead.call("policy.get"))["version"] == 1
+
+
 # -- mail and chat ----------------------------------------------------------------------
 
 
