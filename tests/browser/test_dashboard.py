@@ -602,6 +602,8 @@ async def test_screenshots_of_a_busy_team(new_page, connect, hub_server, screens
     ]
     for name, options in shots:
         page = await new_page(**options)
+        requested: list[str] = []
+        page.on("request", lambda request, seen=requested: seen.append(request.url))
         await sign_in(page, hub_server.http_url, team["dave"]["api_key"])
         await expect(page.locator("#escalation-count")).to_have_text("1")
         await expect(page.locator("#activity li")).to_have_count(4)
@@ -613,6 +615,9 @@ async def test_screenshots_of_a_busy_team(new_page, connect, hub_server, screens
         await page.evaluate("() => window.scrollTo(0, 0)")
         await page.screenshot(path=out / name)
         assert (out / name).stat().st_size > 20_000
+        # Everything the page loaded came from the hub itself.
+        hub_origins = (hub_server.http_url + "/", hub_server.ws_url + "/")
+        assert requested and all(url.startswith(hub_origins) for url in requested), requested
         if name == "dashboard-light.png":
             await page.get_by_role("button", name="Answer").click()
             await page.get_by_label("Your response").fill("Yes, Lax is fine; note it in the PR.")
