@@ -41,6 +41,27 @@ class ConnectionLost(ConnectionError):
     """The connection dropped before the hub answered."""
 
 
+def _refusal(exc: InvalidStatus) -> RpcError:
+    """The hub's JSON refusal of the handshake as an RpcError with its
+    code; a proxy's own error page (502/503/504: no hub reachable) as
+    UNAVAILABLE."""
+    status = exc.response.status_code
+    body: Any = {}
+    with contextlib.suppress(orjson.JSONDecodeError):
+        body = orjson.loads(exc.response.body or b"{}")
+    if not isinstance(body, dict):
+        body = {}
+    code = body.get("code")
+    if not isinstance(code, int):
+        if status == 401:
+            code = ErrorCode.UNAUTHORIZED
+        elif status in (502, 503, 504):
+            code = ErrorCode.UNAVAILABLE
+        else:
+            code = ErrorCode.INVALID_REQUEST
+    return RpcError(code, body.get("detail") or f"HTTP {status}")
+
+
 class HubClient:
     def __init__(
         self,
@@ -101,14 +122,7 @@ class HubClient:
         try:
             await self._open()
         except InvalidStatus as exc:
-            body = exc.response.body or b"{}"
-            detail = orjson.loads(body).get("detail", "") if body.startswith(b"{") else ""
-            code = (
-                ErrorCode.UNAUTHORIZED
-                if exc.response.status_code == 401
-                else ErrorCode.INVALID_REQUEST
-            )
-            raise RpcError(code, detail or f"HTTP {exc.response.status_code}") from None
+            raise _refusal(exc) from None
         self._reader = asyncio.create_task(self._read_loop())
         return self
 

@@ -69,7 +69,7 @@ def render_nginx_conf(listen_port: int, upstream_ports: list[int], workdir: Path
     """docker/nginx.conf with this machine's ports and paths."""
     text = NGINX_CONF.read_text()
     servers = "".join(
-        f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=5s;\n" for port in upstream_ports
+        f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;\n" for port in upstream_ports
     )
     text, count = re.subn(r"(?m)^\s*server hub\d+:8000[^\n]*\n", "", text)
     assert count >= 1, "docker/nginx.conf lost its upstream servers"
@@ -249,3 +249,103 @@ async def running_cluster(
         if own_database:
             await drop_database(dsn)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, on a free loopback port, without
+    persistence: a restart loses everything, the hardest case for the hub.
+    Never the shared server on 6379."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> PrivateRedis:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                *("--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", str(self.workdir)),
+                *("--logfile", str(self.workdir / "redis.log")),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # a crash, not a clean shutdown
+            self.proc.wait(5)
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own on a free loopback port, from
+    the system's binaries (/usr/lib/postgresql/<v>/bin), so a test can stop
+    and start it. As root the server runs as the ``postgres`` user.
+    Never the shared server on 5432."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.pgdata = workdir / "pgdata"
+        self.logfile = workdir / "postgres.log"
+        self.bin = self.find_bin()
+        self.user = "postgres" if os.geteuid() == 0 else None
+
+    @staticmethod
+    def find_bin() -> Path:
+        versions = sorted(
+            Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+            key=lambda p: int(p.parent.parent.name),
+        )
+        if not versions:
+            raise RuntimeError("no PostgreSQL server binaries in /usr/lib/postgresql")
+        return versions[-1].parent
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/beadhub"
+
+    def _run(self, *args: str, timeout: float = 60) -> None:
+        subprocess.run(
+            args,
+            user=self.user,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+            cwd="/",
+        )
+
+    def init(self) -> PrivatePostgres:
+        self.pgdata.mkdir(mode=0o700)
+        if self.user is not None:
+            shutil.chown(self.pgdata, self.user, self.user)
+            shutil.chown(self.logfile.parent, self.user, self.user)
+        self._run(
+            str(self.bin / "initdb"),
+            *("-D", str(self.pgdata), "-U", "postgres", "--auth=trust", "--no-sync"),
+        )
+        self.start()
+        self._run(str(self.bin / "createdb"), *("-h", "127.0.0.1", "-p", str(self.port)), "beadhub")
+        return self
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.pgdata} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            str(self.bin / "pg_ctl"),
+            *("-D", str(self.pgdata), "-l", str(self.logfile), "-o", options, "-w", "start"),
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """``fast`` disconnects every client, like a database going away."""
+        if (self.pgdata / "postmaster.pid").exists():
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-m", mode, "-w", "stop")
