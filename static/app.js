@@ -183,11 +183,7 @@ class HubSocket {
     ws.onclose = () => {
       if (this.ws !== ws) return;
       this.ws = null;
-      for (const { reject, timer } of this.pending.values()) {
-        clearTimeout(timer);
-        reject(new Error("the connection to the hub was lost"));
-      }
-      this.pending.clear();
+      this.failPending();
       if (this.stopped) return;
       if (!opened) this.failures += 1;
       if (this.handlers.shouldGiveUp(this.failures)) return;
@@ -250,11 +246,21 @@ class HubSocket {
     });
   }
 
+  failPending() {
+    for (const { reject, timer } of this.pending.values()) {
+      clearTimeout(timer);
+      reject(new Error("the connection to the hub was lost"));
+    }
+    this.pending.clear();
+  }
+
   close() {
     this.stopped = true;
     clearTimeout(this.retryTimer);
-    if (this.ws) this.ws.close(1000);
+    const ws = this.ws;
     this.ws = null;
+    this.failPending();
+    if (ws) ws.close(1000);
   }
 }
 
@@ -280,48 +286,73 @@ let session = null;
 let socket = null;
 let state = freshState();
 const refreshTimers = new Map();
+const refreshing = new Map();
 
 // Each list is re-read from the hub when an event says it changed (push,
-// then one read), coalescing bursts of events into one call.
+// then one read). A burst of events makes one read; an event that arrives
+// while a read is under way makes one more after it, so the last read
+// always started after the last change and an older answer never wins.
 function scheduleRefresh(name, delay = 40) {
+  const running = refreshing.get(name);
+  if (running) {
+    running.again = true;
+    return;
+  }
   if (refreshTimers.has(name)) return;
   refreshTimers.set(
     name,
-    setTimeout(() => {
-      refreshTimers.delete(name);
-      REFRESHERS[name]?.();
-    }, delay),
+    setTimeout(() => runRefresh(name), delay),
   );
 }
 
-async function callOptional(method, params) {
-  if (state.missing.has(method)) return null;
+async function runRefresh(name) {
+  refreshTimers.delete(name);
+  const run = { again: false };
+  refreshing.set(name, run);
+  const current = socket;
   try {
-    return await socket.call(method, params);
+    await REFRESHERS[name](current);
   } catch (error) {
-    if (error.code === METHOD_NOT_FOUND) {
-      state.missing.add(method);
-      return null;
-    }
-    throw error;
+    // A failed read keeps what is shown; the next event or reconnect reads again.
+    if (current === socket && current?.ws) toast(error.message || String(error), true);
+  } finally {
+    refreshing.delete(name);
+    if (run.again && current === socket) scheduleRefresh(name, 0);
   }
 }
 
-function reportError(error) {
-  if (socket?.ws) toast(error.message || String(error), true);
+// A method this hub does not have answers null (its panel says so); any
+// other failure throws. Answers that arrive after a sign-out or a switch of
+// socket are dropped (`Stale`).
+class Stale extends Error {}
+
+async function read(current, method, params = {}, { optional = true } = {}) {
+  if (optional && state.missing.has(method)) return null;
+  let result;
+  try {
+    result = await current.call(method, params);
+  } catch (error) {
+    if (optional && error.code === METHOD_NOT_FOUND) {
+      state.missing.add(method);
+      result = null;
+    } else {
+      throw current === socket ? error : new Stale();
+    }
+  }
+  if (current !== socket) throw new Stale();
+  return result;
 }
 
 const REFRESHERS = {
-  async agents() {
-    const result = await socket.call("presence.list", {}).catch(reportError);
-    if (!result) return;
+  async agents(current) {
+    const result = await read(current, "presence.list", {}, { optional: false });
     state.agents = new Map(result.agents.map((a) => [a.agent_id, a]));
     renderTeam();
   },
-  async claims() {
+  async claims(current) {
     const [claims, ready] = await Promise.all([
-      callOptional("claims.list", {}).catch(reportError),
-      callOptional("beads.ready", {}).catch(reportError),
+      read(current, "claims.list"),
+      read(current, "beads.ready"),
     ]);
     state.claims = listOf(pick(claims ?? {}, "claims", "items"));
     state.ready = listOf(pick(ready ?? {}, "issues", "ready", "items"));
@@ -329,49 +360,48 @@ const REFRESHERS = {
     renderWork();
     renderTeam();
   },
-  async reservations() {
-    const result = await callOptional("reservations.list", {}).catch(reportError);
+  async reservations(current) {
+    const result = await read(current, "reservations.list");
     state.reservations = listOf(pick(result ?? {}, "reservations", "items"));
-    state.reservationsMissing = result === null && state.missing.has("reservations.list");
+    state.reservationsMissing = result === null;
     renderReservations();
     renderTeam();
   },
-  async escalations() {
-    const result = await callOptional("escalations.list", { limit: 100 }).catch(reportError);
+  async escalations(current) {
+    const result = await read(current, "escalations.list", { limit: 100 });
     state.escalations = listOf(pick(result ?? {}, "escalations", "items"));
     renderEscalations();
   },
-  async activity() {
-    const result = await callOptional("activity.recent", {
+  async activity(current) {
+    const result = await read(current, "activity.recent", {
       types: ACTIVITY_TYPES,
       limit: ACTIVITY_LIMIT,
-    }).catch(reportError);
+    });
     if (!result) return;
-    socket.advance(result.cursor);
+    current.advance(result.cursor);
     for (const event of result.events) state.activity.set(event.id, event);
     renderActivity();
   },
-  async timeline() {
+  async timeline(current) {
     const agentId = state.timelineAgent;
     if (!agentId) return;
-    const result = await callOptional("activity.recent", {
+    const result = await read(current, "activity.recent", {
       agent_id: agentId,
       limit: TIMELINE_LIMIT,
-    }).catch(reportError);
+    });
     if (!result || state.timelineAgent !== agentId) return;
     for (const event of result.events) state.timeline.set(event.id, event);
     renderTimeline();
   },
-};
-
-REFRESHERS.policy = async () => {
-  const [policy, versions] = await Promise.all([
-    callOptional("policy.get", {}).catch(reportError),
-    callOptional("policy.versions", { limit: 50 }).catch(reportError),
-  ]);
-  state.policy = policy ?? null;
-  state.policyVersions = versions?.versions ?? [];
-  renderPolicy();
+  async policy(current) {
+    const [policy, versions] = await Promise.all([
+      read(current, "policy.get"),
+      read(current, "policy.versions", { limit: 50 }),
+    ]);
+    state.policy = policy;
+    state.policyVersions = versions?.versions ?? [];
+    renderPolicy();
+  },
 };
 
 function refreshAll() {
@@ -401,6 +431,8 @@ function onEvent(event) {
   if (event.type === "presence" && event.data?.agent_id) {
     state.agents.set(event.data.agent_id, event.data);
     renderTeam();
+    // A presence.list answer under way may predate this change.
+    if (refreshing.has("agents")) scheduleRefresh("agents");
   }
   const list = EVENT_LISTS[event.type] ?? (event.type.startsWith("beads.") ? "claims" : null);
   if (list) scheduleRefresh(list);
@@ -439,7 +471,10 @@ function renderTeam() {
   const online = agents.filter((a) => a.online).length;
   $("online-count").textContent = agents.length ? `${online} of ${agents.length} online` : "";
   $("team-empty").hidden = agents.length > 0;
+  // Redrawn on every change: keep the keyboard focus on the same agent.
+  const focused = document.activeElement?.closest?.("#team li.agent")?.dataset.agentId;
   $("team").replaceChildren(...agents.map(agentItem));
+  if (focused) $("team").querySelector(`li[data-agent-id="${focused}"] .agent-open`)?.focus();
   renderMailTargets(agents);
 }
 
