@@ -126,3 +126,13 @@ async def test_init_refuses_to_hand_an_alias_to_another_workspace(hub_server):
     assert taken.status_code == 409 and "taken" in taken.json()["detail"]
     assert bad.status_code == 422 and "slug" in bad.json()["detail"]
     assert again.status_code == 200 and again.json()["created"] is False
+
+
+async def test_an_agent_is_listed_online_as_soon_as_its_connect_returns(join, connect):
+    alice, bob = await join("alice"), await join("bob")
+    a = await connect(alice)
+    await connect(bob)
+    online = {x["alias"] for x in (await a.call("presence.list", online_only=True))["agents"]}
+    assert online == {"alice", "bob"}
+    # and alice, subscribed before her connect returned, saw bob arrive
+    await a.next_event("presence", where=_presence_of("bob", True), timeout=2)

@@ -82,9 +82,11 @@ class AgentSession:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._replay_buffer: list[dict[str, Any]] | None = None
         self._closing = False
-        #: The highest event cursor sent (or the stream's start): where a
-        #: catch-up after a bus gap reads from. None until run() knows it.
+        #: The highest event cursor sent (or asked for): where a catch-up
+        #: after a bus gap reads from. None while nothing was sent.
         self._cursor: int | None = None
+        #: When the session started listening (monotonic).
+        self._started = time.monotonic()
         self._gap = False
         #: Start (monotonic) of the oldest gap not caught up yet.
         self._gap_since: float | None = None
@@ -150,14 +152,18 @@ class AgentSession:
         """Relay callback: the bus may have lost this project's events of
         the last ``seconds``."""
         since = time.monotonic() - seconds
+        if self._cursor is None:
+            # Nothing sent yet: what the client is owed starts when the
+            # session started listening, not before.
+            since = max(since, self._started - 1.0)
         if self._gap_since is None or since < self._gap_since:
             self._gap_since = since
         self._gap = True
         self._start_catch_up()
 
     def _start_catch_up(self) -> None:
-        if not self._gap or self._cursor is None or self._closing:
-            return  # without a cursor yet, run() starts it once known
+        if not self._gap or self._closing:
+            return
         if self._catch_up_task is None or self._catch_up_task.done():
             self._catch_up_task = asyncio.create_task(self._catch_up())
 
@@ -167,18 +173,20 @@ class AgentSession:
         try:
             while self._gap and not self._closing:
                 self._gap = False
-                assert self._cursor is not None
                 cursor = self._cursor
                 if self._replay_buffer is None:
                     self._replay_buffer = []
-                if self._gap_since is not None:
+                if self._gap_since is not None or cursor is None:
                     # A lost event may be older than what was sent since
                     # (its instance died before publishing it): re-read
                     # from before the gap began.
-                    seconds = time.monotonic() - self._gap_since
+                    gap_since = self._gap_since
+                    if gap_since is None:
+                        gap_since = self._started - 1.0
                     self._gap_since = None
+                    seconds = time.monotonic() - gap_since
                     before = await events.cursor_before(self.hub, self.actor.project_id, seconds)
-                    cursor = min(cursor, before)
+                    cursor = before if cursor is None else min(cursor, before)
                 await self.replay(cursor)
         except Exception as exc:
             if not database_unavailable(exc) and not isinstance(exc, RpcError):
@@ -233,27 +241,33 @@ class AgentSession:
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
-    async def run(self, cursor: int | None) -> None:
-        channel = events.channel(self.actor.project_id)
-        try:
-            # A stream without a cursor starts now; a catch-up after a bus
-            # gap reads from there.
-            start = cursor
-            if start is None:
-                start = await events.latest_cursor(self.hub, self.actor.project_id)
-        except RpcError:
-            await self.websocket.close(code=1013)
-            return
-        writer = asyncio.create_task(self._writer())
+    async def open(self, cursor: int | None) -> None:
+        """Subscribe and count the session as online, before the handshake
+        completes: once a client's connect returns, its agent is listed as
+        online and no event published after that point can be missed."""
+        self._started = time.monotonic()
         if cursor is not None:
+            # The replay the client asked for; a bus gap that comes before
+            # it starts joins the same pass.
+            self._cursor = cursor
             self._replay_buffer = []
-        await self.hub.relay.add(channel, self.on_event, on_gap=self.on_gap)
-        try:
-            if self.actor.agent_id is not None:
+            self._gap = True
+        await self.hub.relay.add(self._channel, self.on_event, on_gap=self.on_gap)
+        if self.actor.agent_id is not None:
+            try:
                 await presence.session_opened(self.hub, self.actor, self.id)
-            self._cursor = start
-            if cursor is not None:
-                self._gap = True  # the replay the client asked for
+            except BaseException:
+                await self.hub.relay.remove(self._channel, self.on_event)
+                raise
+
+    @property
+    def _channel(self) -> str:
+        return events.channel(self.actor.project_id)
+
+    async def run(self) -> None:
+        """Serve the accepted socket until it closes; then leave."""
+        writer = asyncio.create_task(self._writer())
+        try:
             self._start_catch_up()
             if self._catch_up_task is not None:
                 # Replay before serving requests, as the client expects.
@@ -269,20 +283,23 @@ class AgentSession:
         except WebSocketDisconnect:
             pass
         finally:
-            self._closing = True
-            await self.hub.relay.remove(channel, self.on_event)
-            if self._catch_up_task is not None:
-                self._catch_up_task.cancel()
-            for task in list(self._in_flight):
-                task.cancel()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
-            if self.actor.agent_id is not None:
-                try:
-                    await presence.session_closed(self.hub, self.actor, self.id)
-                except Exception:
-                    logger.exception("could not record the end of session %s", self.id)
+            await self.close()
+
+    async def close(self) -> None:
+        self._closing = True
+        await self.hub.relay.remove(self._channel, self.on_event)
+        if self._catch_up_task is not None:
+            self._catch_up_task.cancel()
+        for task in list(self._in_flight):
+            task.cancel()
+        if self.actor.agent_id is not None:
+            try:
+                await presence.session_closed(self.hub, self.actor, self.id)
+            except Exception:
+                logger.exception("could not record the end of session %s", self.id)
 
 
 async def authenticate_socket(hub: Hub, websocket: WebSocket) -> Actor:
@@ -310,5 +327,19 @@ async def agent_socket(websocket: WebSocket) -> None:
         body = {"detail": "cursor must be a non-negative integer", "code": -32602}
         await websocket.send_denial_response(JSONResponse(body, status_code=400))
         return
-    await websocket.accept()
-    await AgentSession(hub, actor, websocket).run(cursor)
+    session = AgentSession(hub, actor, websocket)
+    try:
+        await session.open(cursor)
+    except Exception as exc:
+        error = RpcError(ErrorCode.UNAVAILABLE, "the hub cannot open a session now, retry")
+        if not database_unavailable(exc) and not isinstance(exc, RpcError):
+            logger.exception("could not open a session")
+        body = {"detail": error.message, "code": int(error.code)}
+        await websocket.send_denial_response(JSONResponse(body, status_code=503))
+        return
+    try:
+        await websocket.accept()
+    except BaseException:
+        await session.close()
+        raise
+    await session.run()
