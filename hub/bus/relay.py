@@ -116,7 +116,7 @@ class Relay:
             channel, data = self._unsent[0]
             try:
                 await self.bus.publish(channel, data)
-            except (RedisError, OSError):
+            except Exception:  # still unreachable, or shutting down
                 return
             self._unsent.popleft()
             sent += 1

@@ -9,10 +9,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from hub.bus.redis import RedisBus
+from hub.bus.relay import Relay
 from protocol.client import HubClient
 from protocol.errors import ErrorCode, RpcError
 from tests.e2e.cluster import Cluster, PrivatePostgres, PrivateRedis, running_cluster
@@ -182,3 +185,64 @@ async def test_clients_resume_through_the_balancer_after_both_instances_restart(
             event = await a.next_event("mail", timeout=15)
             assert event["data"]["message_id"] == sent["message_id"]
             assert a.connections >= 2
+
+
+async def test_bus_resends_what_it_could_not_publish_and_reports_the_gap(
+    private_redis: PrivateRedis,
+) -> None:
+    """The relay and Redis bus on their own: a publish that failed while
+    Redis was down is sent once it is back, and listeners hear about the
+    gap (how far back to re-read the store)."""
+    prefix = unique("bus")
+    buses = [
+        RedisBus(
+            private_redis.url,
+            prefix=prefix,
+            instance_id=name,
+            heartbeat_seconds=0.5,
+            instance_ttl=2,
+        )
+        for name in ("a", "b")
+    ]
+    relays = [Relay(bus) for bus in buses]
+
+    async def on_offline(project_id: str, agent_ids: list[str]) -> None:
+        return None
+
+    received: list[dict[str, Any]] = []
+    gaps: list[float] = []
+    got_gap = asyncio.Event()
+    got_message = asyncio.Event()
+
+    def listener(message: dict[str, Any]) -> None:
+        received.append(message)
+        got_message.set()
+
+    def on_gap(seconds: float) -> None:
+        gaps.append(seconds)
+        got_gap.set()
+
+    for bus, relay in zip(buses, relays, strict=True):
+        bus.set_handlers(relay.on_bus_message, on_offline)
+        await bus.connect()
+    try:
+        await relays[1].add("project:x", listener, on_gap=on_gap)
+        await relays[0].publish("project:x", {"n": 0})
+        async with asyncio.timeout(5):
+            await got_message.wait()
+
+        private_redis.stop()
+        await relays[0].publish("project:x", {"n": 1})  # fails, kept
+        await asyncio.sleep(1)
+        private_redis.start()
+        async with asyncio.timeout(10):
+            await got_gap.wait()
+        assert gaps[0] >= 1  # covers at least the outage
+        await relays[0].publish("project:x", {"n": 2})
+        async with asyncio.timeout(5):
+            while sorted(m["n"] for m in received) != [0, 1, 2]:
+                got_message.clear()
+                await got_message.wait()
+    finally:
+        for bus in buses:
+            await bus.disconnect()
