@@ -34,6 +34,7 @@ from pathlib import Path
 
 import httpx
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from tests.support import (
     REDIS_URL,
@@ -194,6 +195,20 @@ class Cluster:
         return "\n".join(parts)
 
 
+async def forget_prefix(redis_url: str, prefix: str) -> None:
+    """Delete the cluster's keys: a killed instance nobody outlived to reap
+    would otherwise leave them in the shared Redis."""
+    client = aioredis.from_url(redis_url, socket_connect_timeout=2)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=500)]
+        if keys:
+            await client.delete(*keys)
+    except (redis.exceptions.RedisError, OSError):
+        pass  # a private Redis the test already stopped
+    finally:
+        await client.aclose()
+
+
 @contextlib.asynccontextmanager
 async def running_cluster(
     size: int = 2,
@@ -246,6 +261,7 @@ async def running_cluster(
         if failed:
             # Shown by pytest with the failure report.
             print(cluster.logs())
+        await forget_prefix(redis_url, prefix)
         if own_database:
             await drop_database(dsn)
         shutil.rmtree(workdir, ignore_errors=True)
