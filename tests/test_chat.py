@@ -313,3 +313,38 @@ async def test_a_sender_that_disconnects_stops_waiting(join, connect, hub_server
         await asyncio.sleep(0.05)
     else:
         pytest.fail("alice is still shown as waiting after she disconnected")
+
+
+async def test_a_reply_the_bus_dropped_still_ends_the_wait(database_url):
+    """Fault injection on a private hub: bob's reply is committed but its
+    event never reaches the relay's listeners (as when Redis restarts between
+    the commit and the publish). When the bus then reports the gap, the
+    waiting sender reads the reply from the store."""
+    import asyncio
+
+    from hub.bus.relay import gap_signal
+    from hub.services import events
+    from protocol.client import HubClient
+    from tests.support import onboard, running_hub, unique
+
+    async with running_hub(database_url=database_url) as server:
+        slug = unique("proj")
+        alice = await onboard(server.http_url, slug, "alice")
+        bob = await onboard(server.http_url, slug, "bob")
+        async with (
+            HubClient(server.ws_url, alice["api_key"]) as a,
+            HubClient(server.ws_url, bob["api_key"]) as b,
+        ):
+            waiting = asyncio.create_task(a.call("chat.send", to=["bob"], body="ping?", wait=20))
+            question = await b.next_event("chat.message")
+            relay = server.hub.relay
+            relay.deliver = lambda channel, message: None  # the bus loses what follows
+            try:
+                await b.call("chat.send", session_id=question["data"]["session_id"], body="pong")
+            finally:
+                del relay.deliver
+            assert not waiting.done()
+            relay.on_bus_message(events.channel(alice["project_id"]), gap_signal(5.0))
+            answer = await asyncio.wait_for(waiting, timeout=5)
+    assert answer["status"] == "replied"
+    assert answer["reply"]["body"] == "pong"

@@ -213,21 +213,47 @@ async def _online(hub: Hub, project_id: str, parts: list[asyncpg.Record]) -> set
 
 class _Listener:
     """Collects the project's chat and presence events for one waiter and
-    wakes it; runs inside the relay's delivery, so it only appends."""
+    wakes it; runs inside the relay's delivery, so it only appends.
 
-    def __init__(self) -> None:
+    If the bus reports a gap (Redis restarted, an instance died between a
+    commit and its publish), the waiter reads the events of the gap back
+    from the store (:meth:`catch_up`), so a reply the bus dropped still ends
+    the wait. Events are taken once each, by id."""
+
+    def __init__(self, hub: Hub, project_id: str, agent_id: str) -> None:
+        self.hub = hub
+        self.project_id = project_id
+        self.agent_id = agent_id
         self.inbox: list[dict[str, Any]] = []
         self.wake = asyncio.Event()
+        self._ids: set[str] = set()
+        self._gap: float | None = None
 
     def __call__(self, message: dict[str, Any]) -> None:
-        if message.get("type") in _WATCHED:
-            self.inbox.append(message)
-            self.wake.set()
+        if message.get("type") not in _WATCHED or message["id"] in self._ids:
+            return
+        self._ids.add(message["id"])
+        self.inbox.append(message)
+        self.wake.set()
 
-    def take(self) -> list[dict[str, Any]]:
+    def on_gap(self, seconds: float) -> None:
+        self._gap = max(self._gap or 0.0, seconds)
+        self.wake.set()
+
+    async def take(self) -> list[dict[str, Any]]:
+        if self._gap is not None:
+            seconds, self._gap = self._gap, None
+            cursor = await events.cursor_before(self.hub, self.project_id, seconds)
+            for event in await events.since(self.hub, self.project_id, self.agent_id, cursor):
+                self(event.bus_message())
         taken, self.inbox = self.inbox, []
         self.wake.clear()
         return taken
+
+    def listening(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.hub.relay.listening(
+            events.channel(self.project_id), self, on_gap=self.on_gap
+        )
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
@@ -294,7 +320,7 @@ async def _wait_for_reply(
     gone: set[str] = set()
     status, reply = "timeout", None
     while status == "timeout":
-        for message in listener.take():
+        for message in await listener.take():
             data = message["data"]
             kind = message["type"]
             if kind == "presence":
@@ -379,9 +405,8 @@ async def send(
     if (to is None) == (session_id is None):
         raise invalid_params("give either `to` (a list of aliases) or `session_id`")
     sid = parse_id(session_id, "session_id") if session_id is not None else None
-    listener = _Listener() if wait > 0 else None
-    channel = events.channel(actor.project_id)
-    async with hub.relay.listening(channel, listener) if listener else contextlib.nullcontext():
+    listener = _Listener(hub, actor.project_id, agent_id) if wait > 0 else None
+    async with listener.listening() if listener else contextlib.nullcontext():
         sent, parts = await _store(hub, actor, agent_id, body, to, sid, wait, hang_on, leaving)
         targets = {p["agent_id"]: p["alias"] for p in parts if p["agent_id"] != agent_id}
         online = await _online(hub, actor.project_id, parts)
@@ -734,8 +759,8 @@ async def _stream_events(
     seconds: float,
     after: datetime | None,
 ) -> AsyncGenerator[dict[str, Any], None]:
-    listener = _Listener()
-    async with hub.relay.listening(events.channel(project_id), listener):
+    listener = _Listener(hub, project_id, agent_id)
+    async with listener.listening():
         waiting = _Deadline(hub, sid, agent_id, seconds)
         await waiting.store()
         try:
@@ -753,7 +778,7 @@ async def _stream_events(
                     "extends_wait_seconds": HANG_ON_EXTENSION_SECONDS if row["hang_on"] else 0,
                 }
             while waiting.remaining() > 0:
-                for message in listener.take():
+                for message in await listener.take():
                     data = message["data"]
                     if message["type"] == "presence" or data.get("session_id") != sid:
                         continue
