@@ -20,6 +20,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from tests.bench import chat, mail, reservations, sessions, shim  # noqa: F401  (registers scenarios)
 from tests.bench.harness import (
     PROFILE,
@@ -60,7 +62,26 @@ def also(result: Metrics, scenario: Scenario) -> str:
     return ", ".join(parts)
 
 
-async def run_scenario(scenario: Scenario, runs: int, quick: bool) -> dict[str, Any]:
+def others_busy(seconds: float = 2.0) -> float:
+    """CPU the machine spends over ``seconds``, as % of one core."""
+    return psutil.cpu_percent(interval=seconds) * (os.cpu_count() or 1)
+
+
+async def wait_for_quiet(limit_pct: float, max_wait: float) -> float:
+    """Wait (at most ``max_wait`` s) until the machine is quieter than
+    ``limit_pct`` % of a core: figures taken while other work competes for
+    the 2 cores say more about that work than about the hub."""
+    deadline = time.monotonic() + max_wait
+    busy = await asyncio.to_thread(others_busy)
+    while busy > limit_pct and time.monotonic() < deadline:
+        await asyncio.sleep(3)
+        busy = await asyncio.to_thread(others_busy)
+    return busy
+
+
+async def run_scenario(
+    scenario: Scenario, runs: int, quick: bool, quiet: tuple[float, float]
+) -> dict[str, Any]:
     print(f"\n== {scenario.name}: {scenario.row}", flush=True)
     if scenario.note:
         print(f"   ({scenario.note})")
@@ -71,6 +92,10 @@ async def run_scenario(scenario: Scenario, runs: int, quick: bool) -> dict[str, 
     results: list[Metrics] = []
     errors: list[str] = []
     for index in range(runs):
+        if quiet[1] > 0:
+            busy = await wait_for_quiet(*quiet)
+            if busy > quiet[0]:
+                print(f"   (the machine stayed busy: {busy:.0f}% of a core before run {index + 1})")
         started = time.monotonic()
         try:
             result = await scenario.run(RunContext(quick=quick, index=index))
@@ -146,6 +171,13 @@ async def main(argv: list[str]) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="sample the hubs with py-spy and print hot spots"
     )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=90,
+        help="before each run, wait up to this many seconds for the machine to be idle "
+        "(under 30%% of a core busy); 0 to start at once",
+    )
     args = parser.parse_args(argv)
     if args.list:
         for s in SCENARIOS.values():
@@ -167,7 +199,7 @@ async def main(argv: list[str]) -> int:
     for s in chosen:
         if args.profile:
             PROFILE["name"] = s.name
-        reports.append(await run_scenario(s, runs, args.quick))
+        reports.append(await run_scenario(s, runs, args.quick, (30.0, args.quiet_wait)))
     lines = summary(reports, args.quick)
     print("\n" + "\n".join(lines))
     if args.json:

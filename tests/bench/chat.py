@@ -92,6 +92,7 @@ async def gen_push(spec: dict[str, Any]) -> Metrics:
         "gen_cpu_pct": usage["gen_cpu_pct"],
         f"busy{BUSY_PAIRS}_p50_ms": percentiles(busy_push)["p50_ms"],
         f"busy{BUSY_PAIRS}_p99_ms": percentiles(busy_push)["p99_ms"],
+        "others_cpu_pct": usage["others_cpu_pct"],
         "load1": usage["load1"],
     }
 
@@ -173,6 +174,7 @@ async def gen_wait(spec: dict[str, Any]) -> Metrics:
         "hub_cpu_pct": usage["hub_cpu_pct"],
         "pg_cpu_pct": usage["pg_cpu_pct"],
         "gen_cpu_pct": usage["gen_cpu_pct"],
+        "others_cpu_pct": usage["others_cpu_pct"],
         "load1": usage["load1"],
     }
 
@@ -227,6 +229,7 @@ async def gen_waiting_cpu(spec: dict[str, Any]) -> Metrics:
         "pg_cpu_pct": usage["pg_cpu_pct"],
         "replied": float(replied),
         "wall_s": usage["wall_s"],
+        "others_cpu_pct": usage["others_cpu_pct"],
         "load1": usage["load1"],
     }
 

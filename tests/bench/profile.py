@@ -29,8 +29,10 @@ class Profiler:
         if exe is None:
             raise RuntimeError("--profile needs py-spy: pip install py-spy")
         self.proc = subprocess.Popen(
-            [exe, "record", "--pid", str(self.pid), "--rate", str(self.rate), "--nonblocking"]
-            + (["--native"] if os.environ.get("BEADHUB_BENCH_NATIVE") else [])
+            [exe, "record", "--pid", str(self.pid), "--rate", str(self.rate)]
+            # --native (C frames: asyncpg's Cython, uvloop) has to pause the
+            # hub to unwind; otherwise sample without stopping it.
+            + (["--native"] if os.environ.get("BEADHUB_BENCH_NATIVE") else ["--nonblocking"])
             + ["--format", "raw", "--output", str(self.out)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -123,6 +123,7 @@ async def gen_idle(spec: dict[str, Any]) -> Metrics:
         "idle_hub_cpu_pct": idle["hub_cpu_pct"],
         "idle_pg_cpu_pct": idle["pg_cpu_pct"],
         "onboard_s": onboard_s,
+        "others_cpu_pct": opening["others_cpu_pct"],
         "load1": idle["load1"],
     }
 
@@ -198,5 +199,6 @@ async def gen_offline(spec: dict[str, Any]) -> Metrics:
         **percentiles(offline, "offline_"),
         **percentiles(online, "online_"),
         "hub_cpu_pct": usage["hub_cpu_pct"],
+        "others_cpu_pct": usage["others_cpu_pct"],
         "load1": usage["load1"],
     }
