@@ -147,8 +147,15 @@ def summary(reports: list[dict[str, Any]], quick: bool) -> list[str]:
             lines.append(f"| {scenario.row} | | {report['status']}: {why} | | |")
             continue
         if not scenario.targets:
-            rate = report["median"].get("rate", float("nan"))
-            lines.append(f"| {scenario.row} | (context, no target) | {fmt(rate)} /s | | |")
+            median = report["median"]
+            figures = [f"{fmt(median['rate'])} /s"] if "rate" in median else []
+            if "p50_ms" in median:
+                figures.append(f"p50 {fmt(median['p50_ms'])} ms")
+            if "hub_us_per_op" in median:
+                figures.append(f"hub {fmt(median['hub_us_per_op'])} µs CPU/op")
+            if "pg_us_per_op" in median:
+                figures.append(f"PostgreSQL {fmt(median['pg_us_per_op'])} µs CPU/op")
+            lines.append(f"| {scenario.row} | (context, no target) | {', '.join(figures)} | | |")
         for i, target in enumerate(scenario.targets):
             value = report["median"].get(target.metric, float("nan"))
             unit = metric_label(target.metric)[1]

@@ -202,3 +202,40 @@ async def gen_offline(spec: dict[str, Any]) -> Metrics:
         "others_cpu_pct": usage["others_cpu_pct"],
         "load1": usage["load1"],
     }
+
+
+# -- the floor: the cheapest call ----------------------------------------------------------
+
+
+@scenario(
+    "ping",
+    "context: `session.ping` (no database) round trips, 1 and 64 sessions",
+    [],
+    note="what the WebSocket and JSON-RPC layers alone cost per call: the floor under "
+    "every other figure",
+)
+async def run_ping(ctx: RunContext) -> Metrics:
+    async with cluster(ctx.quick) as hubs:
+        return await hubs.generate("tests.bench.sessions:gen_ping", seconds=2 if ctx.quick else 5)
+
+
+async def gen_ping(spec: dict[str, Any]) -> Metrics:
+    from tests.bench.load import closed_loop
+
+    hub = spec["hubs"][0]
+    teams = await onboard_teams(hub["http"], 8, 8)
+    agents = [a for team in teams for a in team]
+    clients = await connect_all(hub["ws"], agents)
+
+    def pinger(client: HubClient) -> Any:
+        async def op(i: int) -> None:
+            await client.call("session.ping")
+
+        return op
+
+    try:
+        one = await closed_loop([pinger(clients[0])], spec["seconds"], meter=meter(spec))
+        many = await closed_loop([pinger(c) for c in clients], spec["seconds"], meter=meter(spec))
+    finally:
+        await close_all(clients)
+    return {**one.metrics(), **many.metrics("c64_")}
