@@ -24,6 +24,7 @@ import psutil
 
 from tests.bench import chat, mail, reservations, sessions, shim  # noqa: F401  (registers scenarios)
 from tests.bench.harness import (
+    PG_SOCKET,
     PROFILE,
     SCENARIOS,
     Metrics,
@@ -179,6 +180,12 @@ async def main(argv: list[str]) -> int:
         "--profile", action="store_true", help="sample the hubs with py-spy and print hot spots"
     )
     parser.add_argument(
+        "--pg-socket",
+        metavar="DIR",
+        help="hubs connect to PostgreSQL over its Unix socket in DIR "
+        "(e.g. /var/run/postgresql) instead of TCP",
+    )
+    parser.add_argument(
         "--quiet-wait",
         type=float,
         default=90,
@@ -199,6 +206,8 @@ async def main(argv: list[str]) -> int:
         if not chosen:
             parser.error(f"no scenario matches {args.only!r}; see --list")
     raise_fd_limit()
+    if args.pg_socket:
+        PG_SOCKET["dir"] = args.pg_socket
     started = datetime.datetime.now(datetime.UTC)
     print(f"beadhub benchmarks, {started:%Y-%m-%d %H:%M} UTC, {machine()}")
     print(f"command: python -m tests.bench {' '.join(argv)}".rstrip())

@@ -38,6 +38,8 @@ Metrics = dict[str, float]
 
 #: Set by ``--profile``: sample every hub with py-spy, files named after this.
 PROFILE: dict[str, str] = {}
+#: Set by ``--pg-socket DIR``: hubs reach PostgreSQL over its Unix socket.
+PG_SOCKET: dict[str, str] = {}
 
 
 # -- targets and scenarios ------------------------------------------------------
@@ -358,8 +360,13 @@ async def cluster(
     profilers: list[Profiler] = []
     try:
         for i in range(instances):
+            hub_dsn = dsn
+            if PG_SOCKET:
+                base, _, name = dsn.rpartition("/")
+                user = base.split("//", 1)[1].split("@", 1)[0]
+                hub_dsn = f"postgresql://{user}@/{name}?host={PG_SOCKET['dir']}"
             hub_env = {
-                "DATABASE_URL": dsn,
+                "DATABASE_URL": hub_dsn,
                 "BEADHUB_LOG_LEVEL": "warning",
                 "BEADHUB_INSTANCE_ID": f"bench{i}-{prefix[-8:]}",
                 "REDIS_URL": REDIS_URL if redis else "",
