@@ -10,6 +10,12 @@ from hub.services.context import Actor, Hub
 
 
 async def get(hub: Hub, actor: Actor) -> dict[str, Any]:
+    # Six reads, one pooled connection: see Store.pinned.
+    async with hub.store.pinned():
+        return await _get(hub, actor)
+
+
+async def _get(hub: Hub, actor: Actor) -> dict[str, Any]:
     agents = await presence.list_agents(hub, actor.project_id)
     held = await claims.by_agent(hub, actor.project_id)
     locks = await reservations.list_active(hub, actor.project_id)
@@ -38,11 +44,12 @@ async def command_context(hub: Hub, actor: Actor) -> dict[str, Any]:
     """What bdh prints around a bd command: the caller's unread mail and
     the issues other agents are working on (bdh's CommandContext)."""
     agent_id = actor.require_agent()
-    return {
-        "messages_waiting": await mail.unread_count(hub, actor.project_id, agent_id),
-        "beads_in_progress": [
-            b
-            for b in await beads.in_progress(hub, actor.project_id)
-            if b["workspace_id"] != agent_id
-        ],
-    }
+    async with hub.store.pinned():
+        return {
+            "messages_waiting": await mail.unread_count(hub, actor.project_id, agent_id),
+            "beads_in_progress": [
+                b
+                for b in await beads.in_progress(hub, actor.project_id)
+                if b["workspace_id"] != agent_id
+            ],
+        }

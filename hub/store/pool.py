@@ -11,6 +11,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import asyncpg
@@ -63,6 +64,9 @@ class Store:
         self.min_size = min_size
         self.max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        self._pinned: ContextVar[asyncpg.Connection | None] = ContextVar(
+            f"beadhub_pinned_{id(self)}", default=None
+        )
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -94,11 +98,35 @@ class Store:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        pinned = self._pinned.get()
+        if pinned is not None:
+            yield pinned
+            return
         try:
             async with self.pool.acquire() as conn:
                 yield conn
         except CONNECTION_ERRORS as exc:
             raise unavailable() from exc
+
+    @asynccontextmanager
+    async def pinned(self) -> AsyncIterator[None]:
+        """Run the store calls of this block on one pooled connection.
+
+        A call that reads many things one after another (the team status)
+        otherwise takes and returns a connection per query, and under load
+        queues for the pool once per query instead of once. Only for
+        sequential code: tasks started inside the block inherit the pin and
+        must not run queries concurrently on it.
+        """
+        if self._pinned.get() is not None:
+            yield
+            return
+        async with self.connection() as conn:
+            token = self._pinned.set(conn)
+            try:
+                yield
+            finally:
+                self._pinned.reset(token)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
