@@ -3,7 +3,7 @@
 
 Each module registers its routes on :data:`registry.api`; every route is a
 thin wrapper over hub.services (parse -> call the service -> shape the
-answer). See ``/work/shared/bdh-contract.md`` for what bdh sends and reads.
+answer). See ``../shared/bdh-contract.md`` (beside the repository) for what bdh sends and reads.
 """
 
 from __future__ import annotations
