@@ -136,3 +136,43 @@ async def test_an_agent_is_listed_online_as_soon_as_its_connect_returns(join, co
     assert online == {"alice", "bob"}
     # and alice, subscribed before her connect returned, saw bob arrive
     await a.next_event("presence", where=_presence_of("bob", True), timeout=2)
+
+
+async def test_a_socket_that_stops_answering_pings_is_closed_and_goes_offline(database_url):
+    """A client whose process hangs (the TCP connection stays open, nothing
+    answers) must not stay online: the hub's pings go unanswered and it
+    closes the socket."""
+    import asyncio
+    import base64
+    import os
+
+    from tests.support import running_hub
+
+    async with running_hub(
+        database_url=database_url, ws_ping_interval=0.3, ws_ping_timeout=0.3
+    ) as server:
+        slug = unique("proj")
+        alice = await onboard(server.http_url, slug, "alice")
+        bob = await onboard(server.http_url, slug, "bob")
+        async with HubClient(server.ws_url, alice["api_key"]) as a:
+            # A hand-made handshake, after which bob never reads a byte, so
+            # he never answers a ping.
+            reader, writer = await asyncio.open_connection(
+                server.settings.host, server.settings.port
+            )
+            key = base64.b64encode(os.urandom(16)).decode()
+            writer.write(
+                (
+                    "GET /v1/ws HTTP/1.1\r\n"
+                    f"Host: {server.settings.host}:{server.settings.port}\r\n"
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                    f"Authorization: Bearer {bob['api_key']}\r\n\r\n"
+                ).encode()
+            )
+            await writer.drain()
+            status = await reader.readline()
+            assert b"101" in status
+            await a.next_event("presence", where=_presence_of("bob", True), timeout=5)
+            await a.next_event("presence", where=_presence_of("bob", False), timeout=5)
+            writer.close()
