@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from hub.services import auth, chat, clock
+from hub.services import auth, chat, clock, events
 from protocol.client import HubClient
 from protocol.errors import ErrorCode, RpcError
 from tests.support import REDIS_URL, RunningHub, onboard, running_hub, unique
@@ -272,6 +272,45 @@ async def test_bad_chat_requests_are_refused(join, connect, hub_server):
             await a.call("chat.send", **params)
         assert info.value.code == code, params
     assert (await a.call("chat.sessions"))["sessions"] == []
+
+
+async def test_the_pushed_message_is_the_stored_event_and_outsiders_write_nothing(
+    join, connect, hub_server
+):
+    """A message into an existing conversation (by id or by ``to``) is one
+    statement: the push carries exactly the stored event, and a member of
+    the project who is not a participant is refused with nothing stored."""
+    alice, bob, carol = await join("alice"), await join("bob"), await join("carol")
+    a, b, c = await connect(alice), await connect(bob), await connect(carol)
+    sid = (await a.call("chat.send", to=["bob"], body="one"))["session_id"]
+    again = await a.call("chat.send", to=["bob"], body="two", hang_on=True)
+    assert again["session_id"] == sid
+    pushed = await b.next_event("chat.message", where=_message_from("alice", body="two"))
+    assert pushed["data"] == {
+        "session_id": sid,
+        "message_id": again["message_id"],
+        "from_agent_id": alice["agent_id"],
+        "from_alias": "alice",
+        "body": "two",
+        "timestamp": again["timestamp"],
+        "sender_leaving": False,
+        "sender_waiting": False,
+        "hang_on": True,
+        "extends_wait_seconds": chat.HANG_ON_EXTENSION_SECONDS,
+        "participants": ["alice", "bob"],
+    }
+    stored = await events.since(hub_server.hub, alice["project_id"], bob["agent_id"], 0)
+    (event,) = [e for e in stored if e.id == pushed["id"]]
+    assert event.wire() == {k: pushed[k] for k in event.wire()}
+    assert event.recipients == [alice["agent_id"], bob["agent_id"]]
+
+    with pytest.raises(RpcError) as info:
+        await c.call("chat.send", session_id=sid, body="let me in")
+    assert info.value.code == ErrorCode.NOT_FOUND
+    history = await b.call("chat.history", session_id=sid)
+    assert [m["body"] for m in history["messages"]] == ["one", "two"]
+    stored = await events.since(hub_server.hub, alice["project_id"], None, 0)
+    assert "let me in" not in [e.data.get("body") for e in stored]
 
 
 async def test_chat_never_crosses_projects(hub_server, connect):

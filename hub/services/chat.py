@@ -2,7 +2,10 @@
 
 A conversation (chat session) is identified by its participants: opening a
 chat with the same set of agents again reuses it. Every message is stored
-(and its ``chat.message`` event recorded) before the sender gets an answer.
+(and its ``chat.message`` event recorded) before the sender gets an answer:
+into an existing conversation as one statement in autocommit (one round
+trip; see hub.services.events), and with the opening of a new one as one
+transaction.
 
 Send-and-wait is driven by bus events, never by polling the database: the
 waiter registers a relay listener on the project channel *before* its own
@@ -28,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,7 +41,7 @@ from hub.services import clock, events, mail
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from hub.services.mail import check_body, parse_id
-from protocol.errors import invalid_params, not_found
+from protocol.errors import RpcError, invalid_params, not_found
 
 logger = logging.getLogger("beadhub.chat")
 
@@ -101,6 +104,76 @@ WITH m AS (
 SELECT id, seq, created_at FROM m
 """
 
+# A message into an existing conversation, named by ``session_id`` ($1) or
+# by its other participants' aliases ($9), as ONE statement in autocommit
+# (one round trip, committed when it returns; see hub.services.events): it
+# finds the session and its participants, and only when the caller is one
+# of them stores the message, the caller's own state (as _INSERT_MESSAGE)
+# and the ``chat.message`` event. Otherwise it writes nothing and returns
+# no message: the caller is not a participant, or (by aliases) there is no
+# such conversation yet and the transactional path opens it.
+_SEND_EVENT = f"""
+SELECT $2, 'chat.message', array(SELECT agent_id FROM parts ORDER BY alias),
+       jsonb_build_object(
+           'session_id', m.session_id,
+           'message_id', m.id,
+           'from_agent_id', $3::uuid,
+           'from_alias', $4::text,
+           'body', $5::text,
+           'timestamp', {events.iso_sql("m.created_at")},
+           'sender_leaving', $6::boolean,
+           'sender_waiting', $10::boolean,
+           'hang_on', $7::boolean,
+           'extends_wait_seconds', $11::integer,
+           'participants', array(SELECT alias FROM parts ORDER BY alias))
+FROM m"""
+
+_SEND = f"""
+WITH named AS (
+    SELECT id FROM agents
+    WHERE $1::uuid IS NULL AND project_id = $2 AND deleted_at IS NULL
+      AND alias = ANY($9::text[])
+), s AS (
+    SELECT $1::uuid AS id WHERE $1::uuid IS NOT NULL
+    UNION ALL
+    -- The key _open gives a conversation: its members' ids, sorted.
+    SELECT c.id FROM chat_sessions c
+    WHERE $1::uuid IS NULL AND c.project_id = $2
+      AND (SELECT count(*) FROM named) = cardinality($9::text[])
+      AND c.participant_key = (
+          SELECT string_agg(k::text, ',' ORDER BY k::text COLLATE "C")
+          FROM (SELECT $3::uuid AS k UNION SELECT id FROM named) keys
+      )
+), parts AS (
+    SELECT p.agent_id, a.alias, p.left_at,
+           coalesce(a.http_online_until > now(), false) AS http_online
+    FROM s
+    JOIN chat_participants p ON p.session_id = s.id
+    JOIN agents a ON a.id = p.agent_id
+    WHERE p.project_id = $2
+), m AS (
+    INSERT INTO chat_messages
+        (session_id, project_id, from_agent_id, from_alias, body, sender_leaving, hang_on)
+    SELECT s.id, $2, $3, $4, $5, $6, $7 FROM s
+    WHERE EXISTS (SELECT 1 FROM parts WHERE agent_id = $3)
+    RETURNING id, session_id, seq, created_at
+), me AS (
+    UPDATE chat_participants p
+    SET last_read_seq = greatest(p.last_read_seq, m.seq),
+        left_at = CASE WHEN $6 THEN m.created_at END,
+        waiting_until = $8
+    FROM m
+    WHERE p.session_id = m.session_id AND p.agent_id = $3
+), ev AS ({events.insert_cte(_SEND_EVENT)})
+SELECT m.session_id, m.id AS message_id, m.created_at,
+       array(SELECT agent_id FROM parts ORDER BY alias) AS part_ids,
+       array(SELECT alias FROM parts ORDER BY alias) AS part_aliases,
+       array(SELECT left_at FROM parts ORDER BY alias) AS part_left_at,
+       array(SELECT http_online FROM parts ORDER BY alias) AS part_http_online,
+       {events.returned()}
+FROM (SELECT) one LEFT JOIN m ON true LEFT JOIN ev ON true
+"""
+
 _SET_WAITING = """
 UPDATE chat_participants SET waiting_until = $3 WHERE session_id = $1 AND agent_id = $2
 """
@@ -118,7 +191,7 @@ _MESSAGE_COLUMNS = "id, seq, from_agent_id, from_alias, body, sender_leaving, ha
 # -- views ----------------------------------------------------------------------
 
 
-def _participant_list(parts: list[asyncpg.Record]) -> list[dict[str, str]]:
+def _participant_list(parts: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     return [{"agent_id": p["agent_id"], "alias": p["alias"]} for p in parts]
 
 
@@ -171,12 +244,16 @@ def _bdh_event(message: dict[str, Any]) -> dict[str, Any]:
 # -- session lookup ----------------------------------------------------------------
 
 
+def _not_member(session_id: str) -> RpcError:
+    # Someone else's conversation looks the same as a missing one.
+    return not_found(f"no chat session {session_id} for you", session_id=session_id)
+
+
 def _member(parts: list[asyncpg.Record], agent_id: str, session_id: str) -> asyncpg.Record:
     for part in parts:
         if part["agent_id"] == agent_id:
             return part
-    # Someone else's conversation looks the same as a missing one.
-    raise not_found(f"no chat session {session_id} for you", session_id=session_id)
+    raise _not_member(session_id)
 
 
 async def _open(conn: asyncpg.Connection, actor: Actor, agent_id: str, aliases: list[str]) -> str:
@@ -203,7 +280,7 @@ async def _open(conn: asyncpg.Connection, actor: Actor, agent_id: str, aliases: 
     return str(session_id)
 
 
-async def _online(hub: Hub, project_id: str, parts: list[asyncpg.Record]) -> set[str]:
+async def _online(hub: Hub, project_id: str, parts: Sequence[Mapping[str, Any]]) -> set[str]:
     connected = await hub.bus.online_agents(project_id)
     return {p["agent_id"] for p in parts if p["agent_id"] in connected or p["http_online"]}
 
@@ -251,9 +328,7 @@ class _Listener:
         return taken
 
     def listening(self) -> contextlib.AbstractAsyncContextManager[None]:
-        return self.hub.relay.listening(
-            events.channel(self.project_id), self, on_gap=self.on_gap
-        )
+        return self.hub.relay.listening(events.channel(self.project_id), self, on_gap=self.on_gap)
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
@@ -436,13 +511,86 @@ async def _store(
     wait: float,
     hang_on: bool,
     leaving: bool,
-) -> tuple[dict[str, Any], list[asyncpg.Record]]:
+) -> tuple[dict[str, Any], list[Mapping[str, Any]]]:
+    """Store the message and its event: one statement into an existing
+    conversation, else (a new one) the transaction that opens it."""
     waiting_until = clock.now() + timedelta(seconds=wait) if wait > 0 else None
     extends = HANG_ON_EXTENSION_SECONDS if hang_on else 0
+    row = await hub.store.fetchrow(
+        _SEND,
+        session_id,
+        actor.project_id,
+        agent_id,
+        actor.alias,
+        body,
+        leaving,
+        hang_on,
+        waiting_until,
+        list(dict.fromkeys(to)) if session_id is None and to is not None else None,
+        wait > 0,
+        extends,
+    )
+    assert row is not None
+    if row["message_id"] is None:
+        if session_id is not None:
+            raise _not_member(session_id)
+        return await _store_opening(
+            hub, actor, agent_id, body, to, wait, hang_on, leaving, waiting_until
+        )
+    # Committed (one statement in autocommit): now the others may hear of it.
+    await events.publish_rows(hub, [row])
+    parts: list[Mapping[str, Any]] = [
+        {"agent_id": i, "alias": a, "left_at": left, "http_online": http}
+        for i, a, left, http in zip(
+            row["part_ids"],
+            row["part_aliases"],
+            row["part_left_at"],
+            row["part_http_online"],
+            strict=True,
+        )
+    ]
+    sent = _sent(
+        row["session_id"], row["message_id"], row["created_at"], extends, parts, waiting_until
+    )
+    return sent, parts
+
+
+def _sent(
+    session_id: str,
+    message_id: str,
+    created_at: datetime,
+    extends: int,
+    parts: Sequence[Mapping[str, Any]],
+    waiting_until: datetime | None,
+) -> dict[str, Any]:
+    return {
+        "session_id": session_id,
+        "message_id": message_id,
+        "timestamp": iso(created_at),
+        "delivered": True,
+        "extends_wait_seconds": extends,
+        "participants": _participant_list(parts),
+        "_waiting_until": waiting_until,
+    }
+
+
+async def _store_opening(
+    hub: Hub,
+    actor: Actor,
+    agent_id: str,
+    body: str,
+    to: list[str] | None,
+    wait: float,
+    hang_on: bool,
+    leaving: bool,
+    waiting_until: datetime | None,
+) -> tuple[dict[str, Any], list[Mapping[str, Any]]]:
+    """The first message of a conversation opened by ``to`` (or the errors
+    of a bad ``to``), in one transaction with the opening: the rare path."""
+    assert to is not None
+    extends = HANG_ON_EXTENSION_SECONDS if hang_on else 0
     async with events.change(hub, actor.project_id) as tx:
-        if session_id is None:
-            assert to is not None
-            session_id = await _open(tx.conn, actor, agent_id, to)
+        session_id = await _open(tx.conn, actor, agent_id, to)
         parts = await tx.conn.fetch(_PARTICIPANTS, session_id, actor.project_id)
         _member(parts, agent_id, session_id)
         row = await tx.conn.fetchrow(
@@ -471,15 +619,7 @@ async def _store(
             "participants": [p["alias"] for p in parts],
         }
         tx.emit("chat.message", data, recipients=[p["agent_id"] for p in parts])
-    sent = {
-        "session_id": session_id,
-        "message_id": row["id"],
-        "timestamp": data["timestamp"],
-        "delivered": True,
-        "extends_wait_seconds": extends,
-        "participants": _participant_list(parts),
-        "_waiting_until": waiting_until,
-    }
+    sent = _sent(session_id, row["id"], row["created_at"], extends, parts, waiting_until)
     return sent, parts
 
 

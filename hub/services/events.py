@@ -5,14 +5,28 @@ A state change and the event announcing it are written in one transaction
 So an event a client sees is always backed by committed state, and a client
 that missed events reads them back with :func:`since`.
 
+A change that is one statement can write its event in that same statement
+and skip the transaction (BEGIN, statement, event insert, COMMIT become one
+round trip): the service adds a data-modifying CTE built with
+:func:`insert_cte`, selects its columns with :func:`returned`, runs the
+statement in autocommit (``hub.store.fetchrow``) and then calls
+:func:`publish_rows`. Durable first, then notify still holds: a single
+statement in autocommit is atomic (every CTE or none) and committed when it
+returns, and only then is the event published. Payloads are built in SQL
+(``jsonb_build_object``, timestamps with :func:`iso_sql`); what is published
+is the stored row as returned, so the bus and a replay carry the same event.
+Make the event's INSERT conditional (``... FROM <the change's CTE>``) so a
+refused change stores no event; a row without an event is not published.
+
 Cursors are ``events.seq``. Sequence values are taken at insert time, not
 at commit, so a transaction that started earlier may commit a smaller seq
 after a larger one was already delivered. :func:`since` therefore also
 returns events up to ``LATE_COMMIT_WINDOW_SECONDS`` older than the
 cursor's own; clients drop the ones they saw by event id. The window only
 has to cover the time between an event's insert and its commit: events are
-inserted as the last statements of their transaction, so that is one
-commit (milliseconds), far shorter than the window.
+inserted as the last statements of their transaction, or in the one
+statement that commits right after, so that is one commit (milliseconds),
+far shorter than the window.
 """
 
 from __future__ import annotations
@@ -80,15 +94,17 @@ class Event:
         )
 
     @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Event:
+    def from_row(cls, row: asyncpg.Record, prefix: str = "") -> Event:
+        """An event from its stored columns, named ``<prefix><column>``
+        (``ev_seq``, ... as :func:`returned` names them)."""
         return cls(
-            seq=row["seq"],
-            id=row["id"],
-            project_id=row["project_id"],
-            type=row["type"],
-            data=row["payload"],
-            recipients=row["recipients"],
-            at=iso(row["created_at"]) or "",
+            seq=row[prefix + "seq"],
+            id=row[prefix + "id"],
+            project_id=row[prefix + "project_id"],
+            type=row[prefix + "type"],
+            data=row[prefix + "payload"],
+            recipients=row[prefix + "recipients"],
+            at=iso(row[prefix + "created_at"]) or "",
         )
 
 
@@ -104,10 +120,12 @@ class Change:
         self._pending.append((type, data, recipients))
 
 
-_INSERT = """
+EVENT_COLUMNS = ("seq", "id", "project_id", "type", "recipients", "payload", "created_at")
+
+_INSERT = f"""
 INSERT INTO events (project_id, type, recipients, payload)
 VALUES ($1, $2, $3::uuid[], $4)
-RETURNING seq, id, project_id, type, recipients, payload, created_at
+RETURNING {", ".join(EVENT_COLUMNS)}
 """
 
 
@@ -130,6 +148,48 @@ async def change(hub: Hub, project_id: str) -> AsyncIterator[Change]:
 
 async def publish(hub: Hub, event: Event) -> None:
     await hub.relay.publish(channel(event.project_id), event.bus_message())
+
+
+# -- one-statement changes (see the module doc) -------------------------------
+
+
+def insert_cte(select: str) -> str:
+    """The body of a CTE that stores an event: ``select`` yields
+    ``(project_id, type, recipients, payload)``, e.g.
+    ``SELECT $2, 'mail', array(...), jsonb_build_object(...) FROM m`` (no
+    row from ``m``, no event). Use it as ``ev AS (...)``."""
+    return (
+        "INSERT INTO events (project_id, type, recipients, payload)\n"
+        f"{select}\nRETURNING {', '.join(EVENT_COLUMNS)}"
+    )
+
+
+def returned(cte: str = "ev", prefix: str = "ev_") -> str:
+    """A select list of the event CTE's columns as ``ev_seq, ev_id, ...``
+    (``FROM ... LEFT JOIN ev ON true`` keeps the row when there is none)."""
+    return ", ".join(f"{cte}.{c} AS {prefix}{c}" for c in EVENT_COLUMNS)
+
+
+def iso_sql(expr: str) -> str:
+    """SQL rendering the timestamptz ``expr`` exactly as :func:`clock.iso`
+    does (RFC 3339 in UTC with ``Z``; microseconds only when non-zero, as
+    Python's ``isoformat``)."""
+    utc = f"(({expr}) AT TIME ZONE 'UTC')"
+    return (
+        f"(to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
+        f"CASE WHEN extract(microseconds FROM {utc})::bigint % 1000000 = 0 THEN '' "
+        f"ELSE to_char({utc}, '.US') END || 'Z')"
+    )
+
+
+async def publish_rows(
+    hub: Hub, rows: list[asyncpg.Record] | tuple[asyncpg.Record, ...], prefix: str = "ev_"
+) -> None:
+    """Publish the events a committed statement returned (rows whose event
+    columns are NULL stored no event and are skipped)."""
+    for row in rows:
+        if row[prefix + "seq"] is not None:
+            await publish(hub, Event.from_row(row, prefix))
 
 
 async def record(

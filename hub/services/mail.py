@@ -2,9 +2,9 @@
 
 A message is one ``mail_messages`` row plus one ``mail_deliveries`` row per
 recipient, which that recipient reads and acks on its own. Sending is one
-transaction (resolve the aliases, insert message and deliveries in one
-statement, store the ``mail`` event) committed before the sender's answer;
-the recipients' open sessions get the event right after the commit.
+statement in autocommit (resolve the aliases, insert message, deliveries
+and the ``mail`` event) committed before the sender's answer; the
+recipients' open sessions get the event right after the commit.
 
 Threads: a message sent without ``thread_id`` starts a thread whose id is
 its own message id; replies name that id.
@@ -64,11 +64,27 @@ def _message_view(row: Any) -> dict[str, Any]:
 
 # -- send -------------------------------------------------------------------
 
-# Resolves the recipients and writes the message and its deliveries in one
-# statement (one round trip). It writes nothing unless every named alias/id
-# exists in the project and the thread (if any) does; the caller then reads
-# what is missing from the returned recipients.
-_SEND = """
+# Resolves the recipients and writes the message, its deliveries and its
+# ``mail`` event in one statement, in autocommit: one round trip, committed
+# when it returns (see hub.services.events). It writes nothing unless every
+# named alias/id exists in the project and the thread (if any) does; the
+# caller then reads what is missing from the returned recipients.
+_SEND_EVENT = f"""
+SELECT $2, 'mail', array(SELECT id FROM r ORDER BY alias),
+       jsonb_build_object(
+           'message_id', $1::uuid,
+           'thread_id', coalesce($8, $1)::uuid,
+           'from_agent_id', $3::uuid,
+           'from_alias', $4::text,
+           'to', array(SELECT alias FROM r ORDER BY alias),
+           'to_all', $9::boolean,
+           'subject', $5::text,
+           'body', $6::text,
+           'priority', $7::text,
+           'created_at', {events.iso_sql("m.created_at")})
+FROM m"""
+
+_SEND = f"""
 WITH r AS (
     SELECT id, alias FROM agents
     WHERE project_id = $2 AND deleted_at IS NULL
@@ -91,11 +107,13 @@ WITH r AS (
 ), d AS (
     INSERT INTO mail_deliveries (message_id, recipient_id, project_id, created_at)
     SELECT $1, r.id, $2, m.created_at FROM m, r
-)
+), ev AS ({events.insert_cte(_SEND_EVENT)})
 SELECT (SELECT created_at FROM m) AS created_at,
        (SELECT thread_ok FROM checks) AS thread_ok,
        array(SELECT id FROM r ORDER BY alias) AS ids,
-       array(SELECT alias FROM r ORDER BY alias) AS aliases
+       array(SELECT alias FROM r ORDER BY alias) AS aliases,
+       {events.returned()}
+FROM (SELECT) one LEFT JOIN ev ON true
 """
 
 
@@ -141,47 +159,34 @@ async def send(
     thread = parse_id(thread_id, "thread_id") if thread_id else None
     message_id = str(uuid.uuid4())
 
-    async with events.change(hub, actor.project_id) as tx:
-        row = await tx.conn.fetchrow(
-            _SEND,
-            message_id,
-            actor.project_id,
-            actor.agent_id,
-            actor.alias,
-            subject,
-            body,
-            priority,
-            thread,
-            to_all,
-            aliases,
-            agent_ids,
-        )
-        assert row is not None
-        if row["created_at"] is None:
-            raise _refusal(row, aliases, agent_ids, thread)
-        created_at = row["created_at"]
-        recipients = list(zip(row["ids"], row["aliases"], strict=True))
-        message = {
-            "message_id": message_id,
-            "thread_id": thread or message_id,
-            "from_agent_id": actor.agent_id,
-            "from_alias": actor.alias,
-            "to": [alias for _, alias in recipients],
-            "to_all": to_all,
-            "subject": subject,
-            "body": body,
-            "priority": priority,
-            "created_at": iso(created_at),
-        }
-        tx.emit("mail", message, recipients=[agent_id for agent_id, _ in recipients])
+    row = await hub.store.fetchrow(
+        _SEND,
+        message_id,
+        actor.project_id,
+        actor.agent_id,
+        actor.alias,
+        subject,
+        body,
+        priority,
+        thread,
+        to_all,
+        aliases,
+        agent_ids,
+    )
+    assert row is not None
+    if row["created_at"] is None:
+        raise _refusal(row, aliases, agent_ids, thread)
+    # Committed (one statement in autocommit): now the recipients may hear of it.
+    await events.publish_rows(hub, [row])
+    created_at = iso(row["created_at"])
     return {
         "message_id": message_id,
-        "thread_id": message["thread_id"],
+        "thread_id": thread or message_id,
         "status": "delivered",
-        "delivered_at": message["created_at"],
-        "created_at": message["created_at"],
-        "to": message["to"],
-        "recipients": len(recipients),
+        "delivered_at": created_at,
+        "created_at": created_at,
+        "to": list(row["aliases"]),
+        "recipients": len(row["ids"]),
     }
 
 
