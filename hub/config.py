@@ -39,7 +39,7 @@ class Settings:
     #: Identifies this process in cross-instance presence.
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     pool_min: int = 2
-    pool_max: int = 20
+    pool_max: int = 8
     #: Largest WebSocket frame the hub reads; bigger frames close the socket
     #: (1009). Requests over ``max_request_bytes`` but under this get a
     #: JSON-RPC error and the socket stays open.
@@ -71,7 +71,7 @@ class Settings:
             port=_env_int("BEADHUB_PORT", 8000),
             instance_id=os.environ.get("BEADHUB_INSTANCE_ID") or uuid.uuid4().hex[:12],
             pool_min=_env_int("BEADHUB_POOL_MIN", 2),
-            pool_max=_env_int("BEADHUB_POOL_MAX", 20),
+            pool_max=_env_int("BEADHUB_POOL_MAX", 8),
             ws_ping_interval=_env_float("BEADHUB_WS_PING_INTERVAL", 10.0),
             ws_ping_timeout=_env_float("BEADHUB_WS_PING_TIMEOUT", 10.0),
             presence_ttl_seconds=_env_int("BEADHUB_PRESENCE_TTL", 300),
