@@ -1036,10 +1036,20 @@ async function probeHub() {
   hubReadyButRefusing = ready && socket?.ws?.readyState !== WebSocket.OPEN;
 }
 
-function signOut(message = "") {
+async function signOut(message = "") {
+  const ticket = session?.ticket;
   socket?.close();
   socket = null;
   session = null;
+  if (ticket) {
+    // The ticket stops working everywhere, not just in this tab. An
+    // expired or unknown one has nothing to revoke: ignore failures.
+    await fetch("/v1/auth/ticket/revoke", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ ticket }),
+    }).catch(() => {});
+  }
   state = freshState();
   sessionStorage.removeItem(STORAGE_KEY);
   $("escalation-dialog").open && $("escalation-dialog").close();

@@ -50,6 +50,15 @@ async def issue(hub: Hub, api_key: str, ttl_seconds: int = DEFAULT_TTL_SECONDS) 
     }
 
 
+async def revoke(hub: Hub, ticket: str) -> dict[str, Any]:
+    """Sign-out: the ticket stops working at once, on every instance.
+    Knowing the ticket is the proof; revoking an unknown one is a no-op."""
+    status = await hub.store.execute(
+        "DELETE FROM browser_tickets WHERE ticket_hash = $1", _digest(ticket)
+    )
+    return {"revoked": status == "DELETE 1"}
+
+
 async def redeem(hub: Hub, ticket: str) -> Actor:
     row = await hub.store.fetchrow(
         """

@@ -17,6 +17,7 @@ import pytest
 from playwright.async_api import Page, expect
 
 from protocol.client import HubClient
+from protocol.errors import ErrorCode, RpcError
 from tests.browser.conftest import PHONE, FrontDoor, agent_card, sign_in
 from tests.support import REDIS_URL, RunningHub, onboard, running_hub, unique
 
@@ -50,9 +51,14 @@ async def test_link_sign_in_keeps_a_ticket_and_drops_the_key(new_page, join, hub
     await page.go_forward()
     await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
 
+    ticket = next(orjson.loads(v)["ticket"] for v in stored.values() if "bht_" in v)
     await page.get_by_role("button", name="Sign out").click()
     await expect(page.locator("#signin-form")).to_be_visible()
     assert await session_storage(page) == {}
+    # Signing out revoked the ticket on the hub, not only in the tab.
+    with pytest.raises(RpcError) as refused:
+        await HubClient(hub_server.ws_url, ticket=ticket, reconnect=False).connect()
+    assert refused.value.code == ErrorCode.UNAUTHORIZED
 
 
 async def test_form_sign_in_and_a_bad_key(new_page, join, hub_server, slug):

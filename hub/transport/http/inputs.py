@@ -63,6 +63,10 @@ class TicketRequest(StrictBody):
     api_key: str = Field(min_length=1, max_length=200)
 
 
+class TicketRevokeRequest(StrictBody):
+    ticket: str = Field(min_length=1, max_length=200)
+
+
 class EnsureProjectRequest(StrictBody):
     slug: str = Field(min_length=1, max_length=64)
 

@@ -63,6 +63,18 @@ async def issue_ticket(call: HttpCall, body: i.TicketRequest) -> dict[str, Any]:
     return await tickets.issue(call.hub, body.api_key)
 
 
+@api.post(
+    "/v1/auth/ticket/revoke",
+    summary="Sign a dashboard ticket out: it stops working on every instance",
+    tag=TAG,
+    body=i.TicketRevokeRequest,
+    response=o.TicketRevokeResponse,
+    auth=False,
+)
+async def revoke_ticket(call: HttpCall, body: i.TicketRevokeRequest) -> dict[str, Any]:
+    return await tickets.revoke(call.hub, body.ticket)
+
+
 @api.get(
     "/v1/auth/introspect",
     summary="Who this api key is",

@@ -44,6 +44,10 @@ class TicketResponse(Out):
     human_name: str
 
 
+class TicketRevokeResponse(Out):
+    revoked: bool
+
+
 class EnsureProjectResponse(Out):
     project_id: str
     slug: str
