@@ -176,3 +176,22 @@ async def test_a_socket_that_stops_answering_pings_is_closed_and_goes_offline(da
             await a.next_event("presence", where=_presence_of("bob", True), timeout=5)
             await a.next_event("presence", where=_presence_of("bob", False), timeout=5)
             writer.close()
+
+
+async def test_an_http_agent_goes_offline_when_its_heartbeat_lapses(join, connect, hub_server):
+    """bdh keeps presence with heartbeats; when they stop, the team is told
+    (the TTL here is one second so the test stays short)."""
+    alice, bob = await join("alice"), await join("bob")
+    a = await connect(alice)
+    async with httpx.AsyncClient(
+        base_url=hub_server.http_url, headers={"Authorization": f"Bearer {bob['api_key']}"}
+    ) as http:
+        refreshed = await http.post(
+            "/v1/agents/register",
+            json={"workspace_id": bob["agent_id"], "alias": "bob", "ttl_seconds": 1},
+        )
+    assert refreshed.status_code == 200, refreshed.text
+    await a.next_event("presence", where=_presence_of("bob", True), timeout=2)
+    await a.next_event("presence", where=_presence_of("bob", False), timeout=5)
+    listed = {x["alias"]: x["online"] for x in (await a.call("presence.list"))["agents"]}
+    assert listed == {"alice": True, "bob": False}

@@ -10,12 +10,16 @@ that reaps it.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from hub.services import events
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from protocol.errors import forbidden, not_found
+
+logger = logging.getLogger("beadhub.presence")
 
 _AGENT_COLUMNS = """
     a.id AS agent_id, a.alias, a.human_name, a.role, a.agent_type, a.program, a.model,
@@ -156,7 +160,59 @@ async def heartbeat(
         agent = agent_view(row, True)
         if not (was_online or online_ws) or values:
             tx.emit("presence", agent)
+    _watch_lapse(hub, actor.project_id, agent_id, float(ttl))
     return {"agent": agent, "ttl_seconds": ttl, "last_seen": agent["last_seen"]}
+
+
+#: One timer per HTTP-only agent on the instance that saw its last
+#: heartbeat; a newer heartbeat replaces it.
+_lapse_timers: dict[tuple[int, str], asyncio.TimerHandle] = {}
+
+
+def _watch_lapse(hub: Hub, project_id: str, agent_id: str, ttl: float) -> None:
+    """Announce the agent offline when its heartbeat TTL runs out, unless
+    it heartbeats again or holds a WebSocket session by then. (If this
+    instance dies first, nothing is announced; listings are still right.)"""
+    key = (id(hub), agent_id)
+    previous = _lapse_timers.pop(key, None)
+    if previous is not None:
+        previous.cancel()
+    loop = asyncio.get_running_loop()
+
+    def fire() -> None:
+        _lapse_timers.pop(key, None)
+        task = loop.create_task(_announce_lapse_safely(hub, project_id, agent_id))
+        _lapse_tasks.add(task)
+        task.add_done_callback(_lapse_tasks.discard)
+
+    # A little past the TTL, so the row's own clock has certainly passed it.
+    _lapse_timers[key] = loop.call_later(ttl + 0.5, fire)
+
+
+_lapse_tasks: set[asyncio.Task[None]] = set()
+
+
+async def _announce_lapse_safely(hub: Hub, project_id: str, agent_id: str) -> None:
+    try:
+        await _announce_lapse(hub, project_id, agent_id)
+    except Exception as exc:  # the hub may be shutting down, or the database away
+        logger.warning("could not announce that agent %s went offline: %s", agent_id, exc)
+
+
+async def _announce_lapse(hub: Hub, project_id: str, agent_id: str) -> None:
+    async with events.change(hub, project_id) as tx:
+        # Clearing the lapsed deadline makes the announcement happen once,
+        # even if several instances' timers fire for the same agent.
+        row = await tx.conn.fetchrow(
+            f"UPDATE agents a SET http_online_until = NULL "
+            f"WHERE a.id = $1 AND a.project_id = $2 AND a.http_online_until <= now() "
+            f"RETURNING {_AGENT_COLUMNS}",
+            agent_id,
+            project_id,
+        )
+        # An agent that has since opened a WebSocket session is still online.
+        if row is not None and agent_id not in await hub.bus.online_agents(project_id):
+            tx.emit("presence", agent_view(row, False))
 
 
 async def require_self(hub: Hub, actor: Actor, workspace_id: str | None) -> str | None:
