@@ -159,7 +159,7 @@ async def send(
     thread = parse_id(thread_id, "thread_id") if thread_id else None
     message_id = str(uuid.uuid4())
 
-    row = await hub.store.fetchrow(
+    row = await hub.store.fetchrow_committed(
         _SEND,
         message_id,
         actor.project_id,
@@ -173,10 +173,10 @@ async def send(
         aliases,
         agent_ids,
     )
-    assert row is not None
     if row["created_at"] is None:
         raise _refusal(row, aliases, agent_ids, thread)
-    # Committed (one statement in autocommit): now the recipients may hear of it.
+    # Committed (one statement in autocommit, perhaps grouped with other
+    # senders' into one commit): now the recipients may hear of it.
     await events.publish_rows(hub, [row])
     created_at = iso(row["created_at"])
     return {

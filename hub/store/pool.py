@@ -12,12 +12,15 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
 
 from protocol.errors import RpcError, unavailable
+
+if TYPE_CHECKING:
+    from hub.store.group_commit import GroupCommit
 
 #: Errors that mean "the database cannot be reached", as opposed to a bad query.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -67,6 +70,7 @@ class Store:
         self._pinned: ContextVar[asyncpg.Connection | None] = ContextVar(
             f"beadhub_pinned_{id(self)}", default=None
         )
+        self._groups: dict[str, GroupCommit] = {}
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -144,6 +148,21 @@ class Store:
     async def fetchval(self, query: str, *args: Any) -> Any:
         async with self.connection() as conn:
             return await conn.fetchval(query, *args)
+
+    async def fetchrow_committed(self, query: str, *args: Any) -> asyncpg.Record:
+        """The one row of a one-statement change, run in autocommit and
+        committed together with concurrent runs of the same statement (see
+        :mod:`hub.store.group_commit`)."""
+        if self._pinned.get() is not None:
+            row = await self.fetchrow(query, *args)
+            assert row is not None
+            return row
+        group = self._groups.get(query)
+        if group is None:
+            from hub.store.group_commit import GroupCommit
+
+            group = self._groups[query] = GroupCommit(self, query)
+        return await group.fetchrow(*args)
 
     async def execute(self, query: str, *args: Any) -> str:
         async with self.connection() as conn:

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -25,7 +26,9 @@ class Profiler:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        exe = shutil.which("py-spy")
+        # pip puts it beside the interpreter, which need not be on PATH.
+        beside = str(Path(sys.executable).parent)
+        exe = shutil.which("py-spy") or shutil.which("py-spy", path=beside)
         if exe is None:
             raise RuntimeError("--profile needs py-spy: pip install py-spy")
         self.proc = subprocess.Popen(
