@@ -16,6 +16,9 @@ Behaviour:
   missed. Calls in flight when the connection drops raise
   :class:`ConnectionLost`: their outcome is unknown, and the caller decides
   whether to retry.
+- ``events=["mail", "chat"]`` receives only those event types
+  (:mod:`protocol.topics`), on the first connection and every reconnect;
+  :meth:`HubClient.subscribe` changes it while connected.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class HubClient:
         *,
         ticket: str | None = None,
         cursor: int | None = None,
+        events: list[str] | None = None,
         reconnect: bool = True,
         max_backoff: float = 2.0,
         open_timeout: float = 10.0,
@@ -82,6 +86,8 @@ class HubClient:
         self.api_key = api_key
         self.ticket = ticket
         self.cursor = cursor
+        #: The event types to receive (protocol.topics); None: all.
+        self.subscription = events
         self.reconnect = reconnect
         self.max_backoff = max_backoff
         self.open_timeout = open_timeout
@@ -104,6 +110,8 @@ class HubClient:
             params.append(f"ticket={self.ticket}")
         if self.cursor is not None:
             params.append(f"cursor={self.cursor}")
+        if self.subscription is not None:
+            params.append("events=" + ",".join(self.subscription))
         return self.url + ("?" + "&".join(params) if params else "")
 
     async def _open(self) -> None:
@@ -209,6 +217,13 @@ class HubClient:
     async def wait_connected(self, timeout: float = 10.0) -> None:
         async with asyncio.timeout(timeout):
             await self._connected.wait()
+
+    async def subscribe(self, events: list[str] | None) -> list[str] | None:
+        """Receive only these event types from now on (None: all); kept
+        for reconnects."""
+        result = await self.call("session.subscribe", events=events)
+        self.subscription = result["events"]
+        return self.subscription
 
     async def call(self, method: str, params: dict[str, Any] | None = None, /, **kw: Any) -> Any:
         if self._ws is None:

@@ -14,6 +14,8 @@ Behaviour and limits:
 - Events are pushed as ``{"method": "event", "params": {...}}``. Connect with
   ``?cursor=N`` to first receive the events after N from the store, then the
   live stream, with nothing lost in between (duplicates share an ``id``).
+  ``?events=mail,chat`` (or ``session.subscribe``) limits them to those
+  types (:mod:`protocol.topics`); replays and catch-ups honour it too.
 - Liveness: the server pings; a socket that stops answering is closed and
   the agent goes offline when its last session ends.
 - A client that reads too slowly (``MAX_QUEUED`` frames behind) is
@@ -43,7 +45,7 @@ from hub.services import auth, events, presence
 from hub.services.context import Actor, Hub
 from hub.store import database_unavailable
 from hub.transport.rpc import Call, dispatch
-from protocol import jsonrpc
+from protocol import jsonrpc, topics
 from protocol.errors import ErrorCode, RpcError
 
 logger = logging.getLogger("beadhub.ws")
@@ -91,6 +93,14 @@ class AgentSession:
         #: Start (monotonic) of the oldest gap not caught up yet.
         self._gap_since: float | None = None
         self._catch_up_task: asyncio.Task[None] | None = None
+        self._topics: list[str] | None = None
+        self._wants: topics.Matcher | None = None
+
+    def subscribe(self, subscription: list[str] | None) -> list[str] | None:
+        """Receive only these event types from now on (None: all)."""
+        self._topics = subscription
+        self._wants = topics.matcher(subscription)
+        return subscription
 
     # -- outgoing ---------------------------------------------------------
 
@@ -108,6 +118,8 @@ class AgentSession:
         recipients = message.get("recipients")
         agent_id = self.actor.agent_id
         if recipients is not None and agent_id is not None and agent_id not in recipients:
+            return
+        if self._wants is not None and not self._wants(message["type"]):
             return
         if self._replay_buffer is not None:
             self._replay_buffer.append(message)
@@ -137,6 +149,8 @@ class AgentSession:
         while True:
             batch = await events.since(self.hub, self.actor.project_id, self.actor.agent_id, cursor)
             for event in batch:
+                if self._wants is not None and not self._wants(event.type):
+                    continue
                 if event.id not in sent:
                     sent.add(event.id)
                     self._send_event(event.bus_message())
@@ -311,23 +325,34 @@ async def authenticate_socket(hub: Hub, websocket: WebSocket) -> Actor:
     return await auth.authenticate(hub, auth.bearer_token(websocket.headers.get("authorization")))
 
 
+def _connect_options(websocket: WebSocket) -> tuple[int | None, list[str] | None]:
+    """``?cursor=`` (None: live only) and ``?events=`` (None: every type)."""
+    cursor_text = websocket.query_params.get("cursor")
+    try:
+        cursor = int(cursor_text) if cursor_text else None
+    except ValueError:
+        cursor = -1
+    if cursor is not None and cursor < 0:
+        raise ValueError("cursor must be a non-negative integer")
+    events_text = websocket.query_params.get("events")
+    return cursor, None if events_text is None else topics.parse_query(events_text)
+
+
 async def agent_socket(websocket: WebSocket) -> None:
     hub: Hub = websocket.app.state.hub
     try:
         actor = await authenticate_socket(hub, websocket)
-        cursor_text = websocket.query_params.get("cursor")
-        cursor = int(cursor_text) if cursor_text else None
-        if cursor is not None and cursor < 0:
-            raise ValueError
+        cursor, subscription = _connect_options(websocket)
     except RpcError as exc:
         body = {"detail": exc.message, "code": int(exc.code)}
         await websocket.send_denial_response(JSONResponse(body, status_code=exc.http_status))
         return
-    except ValueError:
-        body = {"detail": "cursor must be a non-negative integer", "code": -32602}
+    except ValueError as exc:
+        body = {"detail": str(exc), "code": int(ErrorCode.INVALID_PARAMS)}
         await websocket.send_denial_response(JSONResponse(body, status_code=400))
         return
     session = AgentSession(hub, actor, websocket)
+    session.subscribe(subscription)
     try:
         await session.open(cursor)
     except Exception as exc:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
+from protocol import topics
 from protocol.schema import NoParams, Params, ShortText
 
 
@@ -24,6 +25,18 @@ class PresenceList(Params):
     online_only: bool = False
 
 
+class SessionSubscribe(Params):
+    """The event types this session receives from now on (see
+    protocol.topics); null: every type."""
+
+    events: list[str] | None
+
+    @field_validator("events")
+    @classmethod
+    def _topics(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else topics.check(value)
+
+
 class EventsSince(Params):
     cursor: int = Field(ge=0)
     limit: int = Field(default=500, ge=1, le=1000)
@@ -32,6 +45,7 @@ class EventsSince(Params):
 METHODS: dict[str, type[BaseModel]] = {
     "session.whoami": NoParams,
     "session.ping": NoParams,
+    "session.subscribe": SessionSubscribe,
     "presence.list": PresenceList,
     "presence.update": PresenceUpdate,
     "status.get": NoParams,

@@ -4,7 +4,13 @@ from typing import Any
 
 from hub.services import events, presence, projects, status
 from hub.transport.rpc import Call, method
-from protocol.methods.session import EventsSince, PresenceList, PresenceUpdate
+from protocol.errors import invalid_params
+from protocol.methods.session import (
+    EventsSince,
+    PresenceList,
+    PresenceUpdate,
+    SessionSubscribe,
+)
 from protocol.schema import NoParams
 
 
@@ -19,6 +25,13 @@ async def whoami(call: Call, params: NoParams) -> dict[str, Any]:
 @method("session.ping")
 async def ping(call: Call, params: NoParams) -> dict[str, Any]:
     return {"pong": True}
+
+
+@method("session.subscribe")
+async def subscribe(call: Call, params: SessionSubscribe) -> dict[str, Any]:
+    if call.session is None:
+        raise invalid_params("session.subscribe needs a WebSocket session")
+    return {"events": call.session.subscribe(params.events)}
 
 
 @method("presence.list")

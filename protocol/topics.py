@@ -1,0 +1,49 @@
+"""Which events a session receives: its subscription.
+
+A subscription is a list of event types or type families. ``"mail"``
+matches ``mail`` and ``mail.read``; ``"reservation"`` every
+``reservation.*``; ``"reservation.granted"`` only that type; ``"*"`` all.
+No subscription (``None``) means every event the agent may see, which is
+the default. Addressing still applies: a subscription never shows an agent
+mail or chat sent to others.
+
+Why: a team's project-wide events (every reservation granted and released,
+every presence change) reach every session of the project. A busy team's
+agents that act only on what is sent to them can subscribe to
+``["mail", "chat", "escalation"]`` and skip that traffic; the dashboard
+keeps the whole feed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+TOPIC_RE = re.compile(r"^(\*|[a-z_]+(\.[a-z_]+)*)$")
+MAX_TOPICS = 32
+
+Matcher = Callable[[str], bool]
+
+
+def check(topics: Sequence[str]) -> list[str]:
+    """The topics, deduplicated; ValueError naming the first bad one."""
+    if isinstance(topics, str) or len(topics) > MAX_TOPICS:
+        raise ValueError(f"give a list of at most {MAX_TOPICS} event types")
+    for topic in topics:
+        if not isinstance(topic, str) or not TOPIC_RE.match(topic):
+            raise ValueError(f"{topic!r} is not an event type (like 'mail' or 'chat.message')")
+    return list(dict.fromkeys(topics))
+
+
+def matcher(topics: Sequence[str] | None) -> Matcher | None:
+    """A test for event types, or None when every type passes."""
+    if topics is None or "*" in topics:
+        return None
+    exact = frozenset(topics)
+    families = tuple(f"{t}." for t in topics)
+    return lambda type_: type_ in exact or type_.startswith(families)
+
+
+def parse_query(value: str) -> list[str]:
+    """``?events=mail,chat`` as a checked list (empty: nothing at all)."""
+    return check([t.strip() for t in value.split(",") if t.strip()])
