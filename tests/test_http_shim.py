@@ -312,7 +312,9 @@ async def test_status_lists_the_team(agent: NewAgent):
 # -- deleting a project ------------------------------------------------------------------------
 
 
-async def test_delete_project_only_the_callers_own(agent: NewAgent, connect):
+async def test_delete_project_only_the_callers_own(
+    hub_server: RunningHub, agent: NewAgent, connect
+):
     alice, bob = await agent("alice"), await agent("bob")
     mallory = await agent("mallory", project=unique("other"))
     project_id = alice.agent["project_id"]
@@ -327,6 +329,8 @@ async def test_delete_project_only_the_callers_own(agent: NewAgent, connect):
         "issues_jsonl": '{"id": "bd-1", "title": "x", "status": "in_progress"}',
     }
     ok(await alice.post("/v1/bdh/sync", working), o.SyncResponse)
+    mail = {"to_alias": "bob", "subject": "hi", "body": "before the end"}
+    ok(await alice.post("/v1/messages", mail), o.SendMessageResponse)
     # bob is online twice over (HTTP heartbeat and a socket): one agent.
     await bob.post("/v1/agents/heartbeat")
     await connect(bob.agent)
@@ -337,6 +341,13 @@ async def test_delete_project_only_the_callers_own(agent: NewAgent, connect):
     error(await alice.get("/v1/status"), 401)
     error(await bob.get("/v1/agents"), 401)
     ok(await mallory.get("/v1/status"), o.StatusResponse)
+    # Nothing of the project is left behind, foreign key or not.
+    store = hub_server.hub.store
+    for table in ("events", "mail_messages", "mail_deliveries", "agents", "claims"):
+        left = await store.fetchval(
+            f"SELECT count(*) FROM {table} WHERE project_id = $1", project_id
+        )
+        assert left == 0, table
 
 
 # -- bad input -----------------------------------------------------------------------------------
