@@ -10,15 +10,33 @@ from hub.services.context import Actor, Hub
 
 
 async def get(hub: Hub, actor: Actor) -> dict[str, Any]:
-    # Six reads, one pooled connection: see Store.pinned.
+    """The caller's view of its team. The team part is the same for every
+    agent of the project: concurrent callers share one reading of it (one
+    that started after they asked; see Store.read_shared)."""
+    team = await hub.store.read_shared(
+        ("status", actor.project_id), lambda: _team(hub, actor.project_id)
+    )
+    agents = team["agents"]
+    me = next((a for a in agents if a["agent_id"] == actor.agent_id), None)
+    return {
+        "project_id": actor.project_id,
+        "project_slug": actor.project_slug,
+        "workspace": me or {"alias": actor.alias, "human_name": actor.human_name},
+        **team,
+        "timestamp": iso(now()),
+    }
+
+
+async def _team(hub: Hub, project_id: str) -> dict[str, Any]:
+    # Several reads, one pooled connection: see Store.pinned.
     async with hub.store.pinned():
-        return await _get(hub, actor)
+        return await _read_team(hub, project_id)
 
 
-async def _get(hub: Hub, actor: Actor) -> dict[str, Any]:
-    agents = await presence.list_agents(hub, actor.project_id)
-    held = await claims.by_agent(hub, actor.project_id)
-    locks = await reservations.list_active(hub, actor.project_id)
+async def _read_team(hub: Hub, project_id: str) -> dict[str, Any]:
+    agents = await presence.list_agents(hub, project_id)
+    held = await claims.by_agent(hub, project_id)
+    locks = await reservations.list_active(hub, project_id)
     locked: dict[str, list[str]] = {}
     for lock in locks:
         locked.setdefault(lock["holder_agent_id"], []).append(lock["path"])
@@ -27,16 +45,11 @@ async def _get(hub: Hub, actor: Actor) -> dict[str, Any]:
         # Newest claim first: bdh shows it as the agent's current issue.
         agent["claims"] = held.get(agent["agent_id"], [])
         agent["current_issue"] = agent["claims"][0]["bead_id"] if agent["claims"] else None
-    me = next((a for a in agents if a["agent_id"] == actor.agent_id), None)
     return {
-        "project_id": actor.project_id,
-        "project_slug": actor.project_slug,
-        "workspace": me or {"alias": actor.alias, "human_name": actor.human_name},
         "agents": agents,
         "online_count": sum(1 for a in agents if a["online"]),
         "locks": locks,
-        "escalations_pending": await escalations.pending_count(hub, actor.project_id),
-        "timestamp": iso(now()),
+        "escalations_pending": await escalations.pending_count(hub, project_id),
     }
 
 

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import orjson
 
+from hub.store.shared_read import SharedReads
 from protocol.errors import RpcError, unavailable
 
 if TYPE_CHECKING:
     from hub.store.group_commit import GroupCommit
+
+T = TypeVar("T")
 
 #: Errors that mean "the database cannot be reached", as opposed to a bad query.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -71,6 +74,7 @@ class Store:
             f"beadhub_pinned_{id(self)}", default=None
         )
         self._groups: dict[str, GroupCommit] = {}
+        self._shared = SharedReads()
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -163,6 +167,13 @@ class Store:
 
             group = self._groups[query] = GroupCommit(self, query)
         return await group.fetchrow(*args)
+
+    async def read_shared(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
+        """``await read()``, run once for concurrent callers of the same
+        ``key`` (see :mod:`hub.store.shared_read`): never older than the
+        call, shared and read-only."""
+        result: T = await self._shared.get(key, read)
+        return result
 
     async def execute(self, query: str, *args: Any) -> str:
         async with self.connection() as conn:
