@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 MAX_BATCH = 64
 #: Batches written at once (each on its own pooled connection): while one
 #: is being committed the next can already execute.
-MAX_INFLIGHT = 2
+MAX_INFLIGHT = 3
 
 _Call = tuple[tuple[Any, ...], "asyncio.Future[asyncpg.Record]"]
 
