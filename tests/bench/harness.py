@@ -512,13 +512,20 @@ async def onboard_teams(
 
 
 async def connect_all(
-    ws_url: str, agents: Sequence[dict[str, Any]], batch: int = 200
+    ws_url: str,
+    agents: Sequence[dict[str, Any]],
+    batch: int = 200,
+    events: list[str] | None = None,
 ) -> list[HubClient]:
     """One session per agent, opened ``batch`` at a time; no auto-reconnect,
-    so a dropped session shows up as missing rather than being hidden."""
+    so a dropped session shows up as missing rather than being hidden.
+    ``events``: the sessions' subscription (None: every event)."""
     clients: list[HubClient] = []
     for i in range(0, len(agents), batch):
-        chunk = [HubClient(ws_url, a["api_key"], reconnect=False) for a in agents[i : i + batch]]
+        chunk = [
+            HubClient(ws_url, a["api_key"], reconnect=False, events=events)
+            for a in agents[i : i + batch]
+        ]
         await asyncio.gather(*(c.connect() for c in chunk))
         clients.extend(chunk)
     return clients
