@@ -14,9 +14,11 @@ class MemoryBus(Bus):
         self.instance_id = instance_id
         self._channels: set[str] = set()
         self._sessions: dict[tuple[str, str], set[str]] = defaultdict(set)
+        # Cached: on Python 3.11 every get_running_loop() is a getpid() system call.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def connect(self) -> None:
-        return None
+        self._loop = asyncio.get_running_loop()
 
     async def disconnect(self) -> None:
         self._channels.clear()
@@ -25,7 +27,8 @@ class MemoryBus(Bus):
         if channel in self._channels:
             # Deliver on the next loop turn, as a network bus would: the
             # publisher never runs subscriber code inside its own call.
-            asyncio.get_running_loop().call_soon(self._on_message, channel, data)
+            loop = self._loop or asyncio.get_running_loop()
+            loop.call_soon(self._on_message, channel, data)
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)

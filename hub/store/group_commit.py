@@ -68,10 +68,14 @@ class GroupCommit:
         self._max_inflight = max_inflight
         self._queue: deque[_Call] = deque()
         self._inflight: set[asyncio.Task[None]] = set()
+        # Cached: on Python 3.11 every get_running_loop() is a getpid() system call.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def fetchrow(self, *args: Any) -> asyncpg.Record:
         """The statement's row for ``args``, committed."""
-        future: asyncio.Future[asyncpg.Record] = asyncio.get_running_loop().create_future()
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[asyncpg.Record] = self._loop.create_future()
         self._queue.append((args, future))
         if len(self._inflight) < self._max_inflight:
             # A fresh context: the writer must not inherit the caller's
