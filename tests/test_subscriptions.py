@@ -120,3 +120,20 @@ async def test_bad_topics_are_refused_and_change_nothing(hub_server, slug):
         await a.call("reservations.acquire", paths=["src/d.py"])
         await a.call("mail.send", to=["bob"], subject="still", body="x")
         assert await _events_until(b, "still") == ["mail"]
+
+
+async def test_the_client_keeps_its_subscription_across_reconnects(hub_server, slug):
+    alice, bob = await _team(hub_server, slug)
+    async with (
+        HubClient(hub_server.ws_url, alice["api_key"]) as a,
+        HubClient(hub_server.ws_url, bob["api_key"], events=["mail"]) as b,
+    ):
+        assert b._ws is not None
+        await b._ws.close()  # the connection drops; the client reconnects by itself
+        async with asyncio.timeout(5):
+            while b.connections < 2:  # noqa: ASYNC110 - the client has no reconnect event
+                await asyncio.sleep(0.01)
+        await b.wait_connected()
+        await a.call("reservations.acquire", paths=["src/e.py"])
+        await a.call("mail.send", to=[bob["alias"]], subject="after", body="x")
+        assert set(await _events_until(b, "after")) == {"mail"}
