@@ -1,11 +1,15 @@
 """File reservations over real WebSockets: grants, conflicts with the
 holder and when to retry, shared vs exclusive, globs, renew, release,
-revoke, expiry (with its event), bad paths, races and project isolation."""
+revoke, expiry (with its event), bad paths, races and project isolation;
+event payloads as stored, and acquires grouped into one commit (a batch
+whose call fails, a batch whose call would wait for a lock)."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import dataclasses
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -13,9 +17,11 @@ import httpx
 import pytest
 
 from hub.services import reservations
-from hub.services.clock import now, parse
+from hub.services.clock import iso, now, parse
+from hub.services.context import Actor
 from hub.services.paths import overlaps
 from hub.services.paths import parse as parse_path
+from hub.store import group_commit
 from protocol.client import HubClient
 from protocol.errors import ErrorCode, RpcError
 from tests.support import RunningHub, onboard, unique
@@ -375,3 +381,208 @@ async def test_projects_do_not_see_or_touch_each_others_reservations(hub_server,
     assert [e["type"] for e in seen if e["type"].startswith("reservation.")] == [
         "reservation.granted"
     ]
+
+
+# -- events as stored, and group commit ------------------------------------------------
+
+
+async def stored_row(server: RunningHub, reservation_id: str) -> asyncpg.Record:
+    row = await server.hub.store.fetchrow(
+        "SELECT * FROM reservations WHERE id = $1", reservation_id
+    )
+    assert row is not None
+    return row
+
+
+async def stored_events(server: RunningHub, project_id: str, after: int) -> list[Any]:
+    return await server.hub.store.fetch(  # type: ignore[no-any-return]
+        "SELECT type, payload FROM events WHERE project_id = $1 AND seq > $2"
+        " AND type LIKE 'reservation.%' ORDER BY seq",
+        project_id,
+        after,
+    )
+
+
+def actor_of(agent: dict[str, Any]) -> Actor:
+    return Actor(
+        project_id=agent["project_id"],
+        project_slug=agent["project_slug"],
+        agent_id=agent["agent_id"],
+        alias=agent["alias"],
+    )
+
+
+async def test_reservation_iso_renders_timestamps_as_the_wire_does(hub_server):
+    conn = await asyncpg.connect(hub_server.settings.database_url)
+    try:
+        # The session's time zone must not matter.
+        await conn.execute("SET TimeZone = 'America/New_York'")
+        for moment in (
+            datetime(2026, 3, 8, 7, 0, 0, tzinfo=UTC),
+            datetime(2026, 3, 8, 7, 0, 0, 1, tzinfo=UTC),
+            datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+            datetime(2026, 1, 2, 3, 4, 5, 500000, tzinfo=UTC),
+        ):
+            assert await conn.fetchval("SELECT reservation_iso($1)", moment) == iso(moment)
+    finally:
+        await conn.close()
+
+
+async def test_events_carry_the_reservation_as_it_was(join, hub_server):
+    """Acquire and release build their events in SQL: the payloads are
+    _event_data of the row (as granted, renewed, replaced, released)."""
+    alice = await join("alice")
+    a = actor_of(alice)
+    hub, pid = hub_server.hub, alice["project_id"]
+    start = await hub.store.fetchval("SELECT coalesce(max(seq), 0) FROM events")
+
+    first = await reservations.acquire(
+        hub, a, ["src/x.py"], ttl_seconds=60, reason="why", bead_id="bd-1"
+    )
+    granted = await stored_row(hub_server, first["granted"][0]["reservation_id"])
+    await reservations.acquire(hub, a, ["src/x.py"], ttl_seconds=90)
+    renewed = await stored_row(hub_server, granted["id"])
+    assert renewed["reason"] == "why"
+
+    # Expired in place, at a whole second (no fraction on the wire), with
+    # no sweep running: the next acquire replaces the row and announces it.
+    conn = await asyncpg.connect(hub_server.settings.database_url)
+    try:
+        await conn.execute(
+            "SELECT pg_advisory_lock(hashtextextended($1, 0))", reservations.SWEEP_LOCK
+        )
+        await conn.execute(
+            "UPDATE reservations SET expires_at = date_trunc('second', now()) - interval '1s'"
+            " WHERE id = $1",
+            granted["id"],
+        )
+        expired = await stored_row(hub_server, granted["id"])
+        again = await reservations.acquire(hub, a, ["src/x.py", "src/y.py"])
+        assert [g["renewed"] for g in again["granted"]] == [False, False]
+        new_x = await stored_row(hub_server, again["granted"][0]["reservation_id"])
+        y = await stored_row(hub_server, again["granted"][1]["reservation_id"])
+        assert new_x["id"] != expired["id"]
+        await conn.execute(
+            "UPDATE reservations SET expires_at = now() - interval '1s' WHERE id = $1", y["id"]
+        )
+        old_y = await stored_row(hub_server, y["id"])
+        answer = await reservations.release(hub, a, ["src/y.py", "src/x.py"])
+    finally:
+        await conn.close()
+    assert answer == {"released": ["src/x.py"], "not_found": ["src/y.py"], "not_owner": []}
+
+    seen = [(e["type"], e["payload"]) for e in await stored_events(hub_server, pid, start)]
+    data = reservations._event_data
+    assert seen == [
+        ("reservation.granted", data(granted)),
+        ("reservation.renewed", data(renewed)),
+        ("reservation.expired", data(expired)),
+        ("reservation.granted", data(new_x)),
+        ("reservation.granted", data(y)),
+        ("reservation.expired", data(old_y)),
+        ("reservation.released", data(new_x)),
+    ]
+    assert "." not in data(expired)["expires_at"]
+
+
+async def hold_locks(server: RunningHub, project_id: str, path: str) -> asyncpg.Connection:
+    """Another session in the middle of a request on ``path``: it holds the
+    path's reservation locks until the connection is closed."""
+    conn = await asyncpg.connect(server.settings.database_url)
+    keys = parse_path(path).lock_keys()
+    await conn.execute("BEGIN")
+    await conn.execute(
+        "SELECT reservation_locks($1, $2::text[], $3::boolean[])",
+        project_id,
+        [key for key, _ in keys],
+        [exclusive for _, exclusive in keys],
+    )
+    return conn
+
+
+async def queue_behind_a_gate(
+    server: RunningHub, gatekeeper: Actor
+) -> tuple[asyncpg.Connection, list[asyncio.Task[Any]]]:
+    """Occupy every writer of the acquire group (each waits at a held path),
+    so the calls made next queue up and are written as one batch once the
+    gate (the returned connection) closes."""
+    gate = await hold_locks(server, gatekeeper.project_id, "src/gate.py")
+    waiting = [
+        asyncio.create_task(reservations.acquire(server.hub, gatekeeper, ["src/gate.py"]))
+        for _ in range(group_commit.MAX_INFLIGHT)
+    ]
+    await asyncio.sleep(0.3)
+    assert not any(task.done() for task in waiting)
+    return gate, waiting
+
+
+async def test_concurrent_acquires_are_committed_together(join, hub_server):
+    gatekeeper, *agents = [actor_of(await join(f"agent{i}")) for i in range(6)]
+    gate, waiting = await queue_behind_a_gate(hub_server, gatekeeper)
+    calls = [reservations.acquire(hub_server.hub, a, [f"src/{a.alias}.py"]) for a in agents]
+    queued = [asyncio.create_task(call) for call in calls]
+    await asyncio.sleep(0.1)
+    await gate.close()
+    results = await asyncio.gather(*queued)
+    await asyncio.gather(*waiting)
+
+    assert [[g["path"] for g in r["granted"]] for r in results] == [
+        [f"src/{a.alias}.py"] for a in agents
+    ]
+    transactions = await hub_server.hub.store.fetchval(
+        "SELECT count(DISTINCT xmin::text) FROM reservations WHERE path = ANY($1::text[])",
+        [f"src/{a.alias}.py" for a in agents],
+    )
+    assert transactions == 1
+
+
+async def test_a_failing_call_in_a_batch_fails_alone(join, hub_server, connect):
+    gatekeeper, alice, bob = [actor_of(await join(name)) for name in ("gk", "alice", "bob")]
+    watcher = await connect(await join("watcher"))
+    ghost = dataclasses.replace(alice, agent_id=str(uuid.uuid4()), alias="ghost")
+    gate, waiting = await queue_behind_a_gate(hub_server, gatekeeper)
+    queued = [
+        asyncio.create_task(reservations.acquire(hub_server.hub, who, [f"src/{who.alias}.py"]))
+        for who in (alice, ghost, bob)
+    ]
+    await asyncio.sleep(0.1)
+    await gate.close()
+    done = await asyncio.gather(*queued, return_exceptions=True)
+    await asyncio.gather(*waiting)
+
+    assert [g["path"] for g in done[0]["granted"]] == ["src/alice.py"]
+    assert isinstance(done[1], asyncpg.ForeignKeyViolationError)
+    assert [g["path"] for g in done[2]["granted"]] == ["src/bob.py"]
+    assert await listed(watcher) == [
+        ("src/alice.py", "alice"),
+        ("src/bob.py", "bob"),
+        ("src/gate.py", "gk"),
+    ]
+    # Each grant is announced once; the failed call stored and sent nothing.
+    since = (await watcher.call("events.since", cursor=0))["events"]
+    paths = [e["data"]["path"] for e in since if e["type"] == "reservation.granted"]
+    assert sorted(paths) == ["src/alice.py", "src/bob.py", "src/gate.py"]
+
+
+async def test_a_batched_call_never_waits_while_holding_the_others_locks(join, hub_server):
+    """A batch holds the locks of its earlier calls until it commits; a
+    later call whose lock is taken aborts the batch instead of waiting, and
+    each call is run alone: the others go through at once (no deadlock, no
+    wait for deadlock_timeout), the blocked one when its lock is free."""
+    gatekeeper, free, stuck = [actor_of(await join(n)) for n in ("gk", "free", "stuck")]
+    held = await hold_locks(hub_server, stuck.project_id, "src/held.py")
+    try:
+        gate, waiting = await queue_behind_a_gate(hub_server, gatekeeper)
+        first = asyncio.create_task(reservations.acquire(hub_server.hub, free, ["src/free.py"]))
+        blocked = asyncio.create_task(reservations.acquire(hub_server.hub, stuck, ["src/held.py"]))
+        await asyncio.sleep(0.1)
+        await gate.close()
+        got = await asyncio.wait_for(first, timeout=5)
+        assert [g["path"] for g in got["granted"]] == ["src/free.py"]
+        await asyncio.sleep(0.2)
+        assert not blocked.done()
+    finally:
+        await held.close()
+    got = await asyncio.wait_for(blocked, timeout=5)
+    assert [g["path"] for g in got["granted"]] == ["src/held.py"]
+    await asyncio.gather(*waiting)

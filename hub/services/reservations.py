@@ -9,15 +9,47 @@ reservation, and an exclusive request with another holder's shared one. A
 conflicting path is not granted; the others in the same request are. The
 same holder reserving the same pattern again renews it.
 
-Deciding across instances. Each request runs in one transaction that first
-takes transaction-scoped advisory locks (``reservation_locks`` in the
-migration): shared on every ancestor directory of each pattern, exclusive
-on the pattern's own key (its file, or a glob's literal directory), all in
-one global order. Two requests that could overlap always collide on some
-key, so they run one after the other; requests on unrelated paths take no
-common exclusive key and run in parallel. Under READ COMMITTED each later
-statement sees what the previous lock holder committed, so the conflict
-check and the INSERT that follow (one statement) decide correctly.
+Deciding across instances. A request first takes transaction-scoped
+advisory locks (``reservation_locks`` in migration 0003): shared on every
+ancestor directory of each pattern, exclusive on the pattern's own key (its
+file, or a glob's literal directory), all in one global order. Two requests
+that could overlap always collide on some key, so they run one after the
+other; requests on unrelated paths take no common exclusive key and run in
+parallel. The conflict check must see what the previous lock holder
+committed, so it cannot be in the statement that takes the locks (a
+statement's snapshot predates its locks): an acquire is one call of the
+plpgsql function ``reservation_acquire`` (migration 0006), whose statements
+each take a fresh snapshot under READ COMMITTED. It takes the locks, checks,
+inserts or renews, and stores the events, in autocommit: one round trip,
+committed when it returns. A release is one statement (DELETE and event
+inserts in CTEs, as :mod:`hub.services.events` describes). Both build their
+event payloads in SQL (``reservation_event_data``: what :func:`_event_data`
+builds for renew, revoke and expiry). Events are published after the commit.
+
+Group commit. Acquires and releases go through ``Store.fetchrow_committed``
+(:mod:`hub.store.group_commit`): calls that arrive while earlier ones are
+being written run as one pipelined batch, one transaction and one commit
+(benchmark ``reservations``, 64 agents acquiring and releasing: 1,450 ->
+2,550 pairs/s; CPU per pair: hub 440 -> 230 µs, PostgreSQL 600 -> 320 µs,
+against one autocommit call each). Why that is safe:
+
+- A batch holds the locks of each acquire until it commits, so it must never
+  wait for a lock while holding some: two batches could then wait for each
+  other (their calls are in no common order). Only the first acquire of a
+  transaction waits for its locks (it holds none yet); a later one takes
+  them only if they are free, and otherwise fails with lock_not_available,
+  which aborts the batch: nothing of it is committed, and group commit runs
+  each call alone, where it waits as usual. Under contention a batch thus
+  falls back to single calls (their cost before grouping), never to a
+  deadlock. A path is held at most until the rest of its batch has run.
+- Calls of one batch on the same path see each other (later statements of
+  one transaction), so they decide as they would one after the other.
+- A release takes no advisory locks; its DELETE locks the caller's own rows.
+  A batch can still wait for a row lock (another transaction deleting or
+  renewing the same row: a revoke, an expiry, the same agent acquiring and
+  releasing one path at once), and in such rare cases two transactions may
+  deadlock; PostgreSQL aborts one after deadlock_timeout, and a batch it
+  aborts is rerun call by call. The decisions stay correct either way.
 
 Expiry. A row is live while ``expires_at > now()``; every query filters on
 that, so an expired reservation disappears from listings and stops
@@ -42,7 +74,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from hub.services import clock, policies
+from hub.services import clock, events, policies
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from hub.services.events import change
@@ -71,6 +103,8 @@ _COLUMNS = """
 r.id, r.project_id, r.holder_agent_id, r.holder_alias, r.path, r.is_glob, r.exclusive,
 r.reason, r.bead_id, r.metadata, r.acquired_at, r.expires_at
 """
+#: The event columns of a row that carries no event (see events.returned).
+_NO_EVENT = ", ".join(f"NULL AS ev_{c}" for c in events.EVENT_COLUMNS)
 
 
 # -- views --------------------------------------------------------------------
@@ -99,6 +133,8 @@ def view(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
 
 
 def _event_data(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
+    """An event's payload; acquire and release build the same in SQL
+    (``reservation_event_data``, migration 0006)."""
     return {
         "reservation_id": row["id"],
         "path": row["path"],
@@ -117,7 +153,7 @@ def _seconds_until(moment: datetime, at: datetime) -> int:
     return max(1, math.ceil((moment - at).total_seconds()))
 
 
-def _conflict(row: asyncpg.Record, at: datetime) -> dict[str, Any]:
+def _conflict(row: asyncpg.Record | dict[str, Any], at: datetime) -> dict[str, Any]:
     """bdh's ConflictLock, plus the holder's own pattern (``held_path``)
     when it differs from the requested ``path`` (a glob)."""
     return {
@@ -195,13 +231,8 @@ async def _lock(conn: asyncpg.Connection, project_id: str, patterns: list[Patter
     """Take the advisory locks of these patterns (see the module doc);
     return the time they were all held."""
     keys = [key for pattern in patterns for key in pattern.lock_keys()]
-    # The acquire statement that follows is a large CTE whose best plan does
-    # not depend on its values; PostgreSQL would otherwise replan it on
-    # every execution, which costs more than running it (0.85 -> 0.39 ms).
-    # set_config(..., true) lasts until the end of this transaction.
     at: datetime = await conn.fetchval(
-        "SELECT reservation_locks($1, $2::text[], $3::boolean[])"
-        " FROM set_config('plan_cache_mode', 'force_generic_plan', true)",
+        "SELECT reservation_locks($1, $2::text[], $3::boolean[])",
         project_id,
         [key for key, _ in keys],
         [exclusive for _, exclusive in keys],
@@ -209,83 +240,56 @@ async def _lock(conn: asyncpg.Connection, project_id: str, patterns: list[Patter
     return at
 
 
+# -- one round trip ------------------------------------------------------------------
+# Acquire and release are each one statement in autocommit, grouped with
+# concurrent calls of the same statement into one commit (see the module
+# doc). Group commit needs exactly one row per call, so each statement
+# folds its rows into one JSON array (``json_agg(x) AS rows``: one
+# aggregate is cheaper to start than one array per column).
+
+_Row = dict[str, Any]
+#: The timestamps of the folded rows (JSON carries them as ISO text).
+_TIMES = ("acquired_at", "expires_at", "locked_at", "ev_created_at")
+
+
+def _unfold(found: asyncpg.Record) -> list[_Row]:
+    """The rows a statement folded (none: NULL), timestamps parsed."""
+    rows: list[_Row] = found["rows"] or []
+    for row in rows:
+        for name in _TIMES:
+            if row.get(name) is not None:
+                row[name] = datetime.fromisoformat(row[name])
+    return rows
+
+
+def _kind(rows: list[_Row], kind: str) -> list[_Row]:
+    return [row for row in rows if row["kind"] == kind]
+
+
+async def _publish(hub: Hub, rows: list[_Row]) -> None:
+    """Publish, in their order, the events a committed call stored (its
+    'event' rows; reservation events go to the whole project)."""
+    for row in sorted(_kind(rows, "event"), key=lambda row: int(row["ev_seq"])):
+        event = events.Event(
+            seq=row["ev_seq"],
+            id=row["ev_id"],
+            project_id=row["ev_project_id"],
+            type=row["ev_type"],
+            data=row["ev_payload"],
+            recipients=None,
+            at=iso(row["ev_created_at"]) or "",
+        )
+        await events.publish(hub, event)
+
+
 # -- acquire ----------------------------------------------------------------------
 
-# $5 is the time the locks were held. For each requested pattern q, ``hit``
-# finds other holders' live reservations it overlaps (the rules of
-# hub.services.paths): exact rows by index (equal path, or inside a glob's
-# prefix range and matching its regex), glob rows by glob-vs-path regex or
-# glob-vs-glob prefix/suffix agreement. Patterns without a hit are inserted,
-# or renew the holder's own row. ``old`` is the holder's rows as they were
-# before this statement: whether an upsert renewed a live row or replaced
-# an expired one (which then gets its reservation.expired).
+# The function (migration 0006) takes the locks, decides, writes, and
+# stores the events; its rows are 'granted', 'conflict' and 'event'.
 _ACQUIRE = """
-WITH q AS (
-    SELECT * FROM unnest($10::text[], $11::boolean[], $12::text[], $13::text[], $14::text[],
-                         $15::text[], $16::text[])
-        AS q(path, is_glob, regex, prefix, suffix, low, high)
-),
-hit AS (
-    SELECT q.path AS requested, c.*
-    FROM q CROSS JOIN LATERAL (
-        SELECT r.* FROM reservations r
-        WHERE r.project_id = $1 AND NOT q.is_glob AND NOT r.is_glob AND r.path = q.path
-        UNION ALL
-        SELECT r.* FROM reservations r
-        WHERE r.project_id = $1 AND q.is_glob AND NOT r.is_glob
-          AND r.path >= q.low AND r.path < q.high AND r.path ~ q.regex
-        UNION ALL
-        SELECT r.* FROM reservations r
-        WHERE r.project_id = $1 AND r.is_glob AND CASE
-            WHEN q.is_glob THEN
-                (starts_with(r.literal_prefix, q.prefix) OR starts_with(q.prefix, r.literal_prefix))
-                AND (right(r.literal_suffix, length(q.suffix)) = q.suffix
-                     OR right(q.suffix, length(r.literal_suffix)) = r.literal_suffix)
-            ELSE starts_with(q.path, r.literal_prefix) AND q.path ~ r.pattern_regex
-        END
-    ) c
-    WHERE c.expires_at > $5 AND c.holder_agent_id <> $2 AND (c.exclusive OR $4)
-),
-old AS (
-    SELECT r.id, r.path, r.exclusive, r.reason, r.bead_id, r.acquired_at, r.expires_at
-    FROM reservations r JOIN q ON r.path = q.path
-    WHERE r.project_id = $1 AND r.holder_agent_id = $2
-),
-ins AS (
-    INSERT INTO reservations AS r (
-        project_id, holder_agent_id, holder_alias, path, is_glob, pattern_regex,
-        literal_prefix, literal_suffix, exclusive, reason, bead_id, metadata,
-        acquired_at, expires_at)
-    SELECT $1, $2, $3, q.path, q.is_glob, q.regex, q.prefix, q.suffix, $4, $7, $8,
-           coalesce($9::jsonb, '{}'::jsonb), $5, $5 + make_interval(secs => $6)
-    FROM q
-    WHERE NOT EXISTS (SELECT 1 FROM hit WHERE hit.requested = q.path)
-    ON CONFLICT (project_id, holder_agent_id, path) DO UPDATE SET
-        id = CASE WHEN r.expires_at > $5 THEN r.id ELSE excluded.id END,
-        acquired_at = CASE WHEN r.expires_at > $5 THEN r.acquired_at
-                           ELSE excluded.acquired_at END,
-        reason = CASE WHEN r.expires_at > $5 THEN coalesce($7, r.reason) ELSE $7 END,
-        bead_id = CASE WHEN r.expires_at > $5 THEN coalesce($8, r.bead_id) ELSE $8 END,
-        metadata = CASE WHEN r.expires_at > $5 THEN coalesce($9::jsonb, r.metadata)
-                        ELSE excluded.metadata END,
-        holder_alias = excluded.holder_alias,
-        exclusive = excluded.exclusive,
-        expires_at = excluded.expires_at
-    RETURNING r.id, r.path, r.exclusive, r.reason, r.bead_id, r.metadata, r.acquired_at,
-              r.expires_at, (r.xmax <> 0) AS updated
-)
-SELECT 'granted' AS kind, i.path AS requested, i.id, $2::uuid AS holder_agent_id,
-       $3::text AS holder_alias, i.path, i.exclusive, i.reason, i.bead_id, i.metadata,
-       i.acquired_at, i.expires_at, i.updated,
-       o.id AS old_id, o.exclusive AS old_exclusive, o.reason AS old_reason,
-       o.bead_id AS old_bead_id, o.acquired_at AS old_acquired_at,
-       o.expires_at AS old_expires_at
-FROM ins i LEFT JOIN old o ON o.path = i.path
-UNION ALL
-SELECT 'conflict', h.requested, h.id, h.holder_agent_id, h.holder_alias, h.path, h.exclusive,
-       h.reason, h.bead_id, h.metadata, h.acquired_at, h.expires_at, NULL,
-       NULL, NULL, NULL, NULL, NULL, NULL
-FROM hit h
+SELECT json_agg(x) AS rows
+FROM reservation_acquire($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                         $11, $12, $13, $14, $15, $16, $17) x
 """
 
 
@@ -311,48 +315,44 @@ async def acquire(
     reason = _text("reason", reason, REASON_MAX)
     bead_id = _text("bead_id", bead_id, BEAD_ID_MAX)
     metadata = _metadata(metadata)
-    granted: list[dict[str, Any]] = []
-    conflicts: list[dict[str, Any]] = []
-    async with change(hub, actor.project_id) as tx:
-        at = await _lock(tx.conn, actor.project_id, patterns)
-        rows = await tx.conn.fetch(
-            _ACQUIRE,
-            actor.project_id,
-            agent_id,
-            actor.alias,
-            bool(exclusive),
-            at,
-            float(ttl),
-            reason,
-            bead_id,
-            metadata,
-            [p.path for p in patterns],
-            [p.is_glob for p in patterns],
-            [p.regex for p in patterns],
-            [p.prefix for p in patterns],
-            [p.suffix for p in patterns],
-            [p.range_low for p in patterns],
-            [p.range_high for p in patterns],
-        )
-        for row in rows:
-            if row["kind"] == "conflict":
-                conflicts.append(_conflict(row, at))
-                continue
-            old_expiry = row["old_expires_at"]
-            renewed = bool(row["updated"]) and old_expiry is not None and old_expiry > at
-            if row["updated"] and not renewed and row["old_id"] is not None:
-                tx.emit("reservation.expired", _replaced_event(row))
-            data = _event_data(row)
-            tx.emit("reservation.renewed" if renewed else "reservation.granted", data)
-            granted.append(_granted(row, renewed))
+    keys = [key for pattern in patterns for key in pattern.lock_keys()]
+    found = await hub.store.fetchrow_committed(
+        _ACQUIRE,
+        actor.project_id,
+        agent_id,
+        actor.alias,
+        bool(exclusive),
+        float(ttl),
+        reason,
+        bead_id,
+        metadata,
+        [key for key, _ in keys],
+        [key_exclusive for _, key_exclusive in keys],
+        [p.path for p in patterns],
+        [p.is_glob for p in patterns],
+        [p.regex for p in patterns],
+        [p.prefix for p in patterns],
+        [p.suffix for p in patterns],
+        [p.range_low for p in patterns],
+        [p.range_high for p in patterns],
+    )
+    rows = _unfold(found)
+    # Committed (alone or in a group): now it may be announced.
+    await _publish(hub, rows)
     order = {p.path: i for i, p in enumerate(patterns)}
-    granted.sort(key=lambda g: order[g["path"]])
-    conflicts.sort(key=lambda c: (order[c["path"]], c["expires_at"], c["holder_alias"]))
+    granted = sorted(
+        (_granted(row, row["renewed"]) for row in _kind(rows, "granted")),
+        key=lambda g: order[g["path"]],
+    )
+    conflicts = sorted(
+        (_conflict(row, row["locked_at"]) for row in _kind(rows, "conflict")),
+        key=lambda c: (order[c["path"]], c["expires_at"], c["holder_alias"]),
+    )
     _schedule_all(hub, actor.project_id, granted)
     return {"granted": granted, "conflicts": conflicts}
 
 
-def _granted(row: asyncpg.Record, renewed: bool) -> dict[str, Any]:
+def _granted(row: asyncpg.Record | dict[str, Any], renewed: bool) -> dict[str, Any]:
     return {
         "reservation_id": row["id"],
         "path": row["path"],
@@ -362,23 +362,6 @@ def _granted(row: asyncpg.Record, renewed: bool) -> dict[str, Any]:
         "renewed": renewed,
         "_expires": row["expires_at"],
     }
-
-
-def _replaced_event(row: asyncpg.Record) -> dict[str, Any]:
-    """The expired row an upsert just replaced, as it was."""
-    return _event_data(
-        {
-            "id": row["old_id"],
-            "path": row["path"],
-            "holder_alias": row["holder_alias"],
-            "holder_agent_id": row["holder_agent_id"],
-            "exclusive": row["old_exclusive"],
-            "reason": row["old_reason"],
-            "bead_id": row["old_bead_id"],
-            "acquired_at": row["old_acquired_at"],
-            "expires_at": row["old_expires_at"],
-        }
-    )
 
 
 def _schedule_all(hub: Hub, project_id: str, granted: list[dict[str, Any]]) -> None:
@@ -432,17 +415,39 @@ async def renew(
     }
 
 
+# The caller's rows go and their events are stored, in one statement (the
+# pattern of hub.services.events); the live rows of other holders on the
+# same patterns (untouched by the DELETE) say "not_owner". Its rows (``x``)
+# are 'mine' (``live``: released, else it had expired), 'other' and 'event'.
+_RELEASE_EVENT = """
+SELECT $1::uuid,
+       CASE WHEN g.live THEN 'reservation.released' ELSE 'reservation.expired' END,
+       NULL::uuid[],
+       reservation_event_data(g.id, g.path, g.holder_alias, g.holder_agent_id, g.exclusive,
+                              g.reason, g.bead_id, g.acquired_at, g.expires_at)
+FROM gone g
+ORDER BY array_position($3::text[], g.path::text)"""
+
 _RELEASE = f"""
 WITH gone AS (
     DELETE FROM reservations r
     WHERE r.project_id = $1 AND r.holder_agent_id = $2 AND r.path = ANY($3::text[])
     RETURNING {_COLUMNS}, r.expires_at > now() AS live
+), ev AS ({events.insert_cte(_RELEASE_EVENT)}
+), x AS (
+    SELECT 'event' AS kind, NULL::uuid AS id, NULL::text AS path, NULL::boolean AS live,
+           {events.returned()}
+    FROM ev
+    UNION ALL
+    SELECT 'mine', g.id, g.path, g.live, {_NO_EVENT}
+    FROM gone g
+    UNION ALL
+    SELECT 'other', NULL, r.path, true, {_NO_EVENT}
+    FROM reservations r
+    WHERE r.project_id = $1 AND r.holder_agent_id <> $2 AND r.path = ANY($3::text[])
+      AND r.expires_at > now()
 )
-SELECT true AS mine, * FROM gone
-UNION ALL
-SELECT false, {_COLUMNS}, true FROM reservations r
-WHERE r.project_id = $1 AND r.holder_agent_id <> $2 AND r.path = ANY($3::text[])
-  AND r.expires_at > now()
+SELECT json_agg(x) AS rows FROM x
 """
 
 
@@ -451,23 +456,16 @@ async def release(hub: Hub, actor: Actor, paths: Sequence[str]) -> dict[str, Any
     ``released`` (were live), ``not_owner`` (someone else holds that
     pattern), ``not_found``. Announces ``reservation.released``."""
     agent_id = actor.require_agent()
-    patterns = _patterns(paths)
-    requested = [p.path for p in patterns]
-    async with change(hub, actor.project_id) as tx:
-        # One statement: the caller's rows go, and the live rows of other
-        # holders on the same patterns (untouched by the DELETE) say "not_owner".
-        found = await tx.conn.fetch(_RELEASE, actor.project_id, agent_id, requested)
-        rows = [row for row in found if row["mine"]]
-        released = set()
-        for row in rows:
-            if row["live"]:
-                released.add(row["path"])
-                tx.emit("reservation.released", _event_data(row))
-            else:
-                tx.emit("reservation.expired", _event_data(row))
+    requested = [p.path for p in _patterns(paths)]
+    found = await hub.store.fetchrow_committed(_RELEASE, actor.project_id, agent_id, requested)
+    rows = _unfold(found)
+    # Committed (alone or in a group): now it may be announced.
+    await _publish(hub, rows)
+    mine = _kind(rows, "mine")
+    _cancel_all(hub, [row["id"] for row in mine])
+    released = {row["path"] for row in mine if row["live"]}
+    others = {row["path"] for row in _kind(rows, "other")}
     rest = [p for p in requested if p not in released]
-    _cancel_all(hub, [row["id"] for row in rows])
-    others = {row["path"] for row in found if not row["mine"]}
     return {
         "released": [p for p in requested if p in released],
         "not_found": [p for p in rest if p not in others],
