@@ -331,6 +331,8 @@ async def test_delete_project_only_the_callers_own(
     ok(await alice.post("/v1/bdh/sync", working), o.SyncResponse)
     mail = {"to_alias": "bob", "subject": "hi", "body": "before the end"}
     ok(await alice.post("/v1/messages", mail), o.SendMessageResponse)
+    lock = {"workspace_id": alice.id, "paths": ["src/api.py"]}
+    ok(await alice.post("/v1/reservations", lock), o.LockResponse)
     # bob is online twice over (HTTP heartbeat and a socket): one agent.
     await bob.post("/v1/agents/heartbeat")
     await connect(bob.agent)
@@ -343,7 +345,8 @@ async def test_delete_project_only_the_callers_own(
     ok(await mallory.get("/v1/status"), o.StatusResponse)
     # Nothing of the project is left behind, foreign key or not.
     store = hub_server.hub.store
-    for table in ("events", "mail_messages", "mail_deliveries", "agents", "claims"):
+    tables = ("events", "mail_messages", "mail_deliveries", "reservations", "agents", "claims")
+    for table in tables:
         left = await store.fetchval(
             f"SELECT count(*) FROM {table} WHERE project_id = $1", project_id
         )

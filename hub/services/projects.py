@@ -295,7 +295,7 @@ async def list_own(hub: Hub, actor: Actor) -> list[dict[str, Any]]:
 
 #: Per-project tables that ON DELETE CASCADE does not reach (hot inserts
 #: kept free of foreign-key checks): deleting a project empties them itself.
-UNKEYED_PROJECT_TABLES = ("events", "mail_deliveries", "mail_messages")
+UNKEYED_PROJECT_TABLES = ("events", "mail_deliveries", "mail_messages", "reservations")
 
 
 async def delete(hub: Hub, actor: Actor, project_id: str) -> dict[str, Any]:
@@ -322,7 +322,7 @@ async def delete(hub: Hub, actor: Actor, project_id: str) -> dict[str, Any]:
             "SELECT id, http_online_until > now() AS http_online FROM agents WHERE project_id = $1",
             project_id,
         )
-        # Tables without a foreign key to the project (migration 0007) go
+        # Tables without a foreign key to the project (migrations 0007, 0008) go
         # first; the rest follow by cascade.
         for table in UNKEYED_PROJECT_TABLES:
             await conn.execute(f"DELETE FROM {table} WHERE project_id = $1", project_id)

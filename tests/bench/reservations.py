@@ -50,8 +50,7 @@ async def run_reservations(ctx: RunContext) -> Metrics:
     "context: reservations as above, every session receiving every event (the default)",
     [],
     needs=["rpc:reservations.acquire", "rpc:reservations.release"],
-    note=f"as `reservations`, but each pair's 2 events also go to all {TEAM} sessions of "
-    "the team",
+    note=f"as `reservations`, but each pair's 2 events also go to all {TEAM} sessions of the team",
 )
 async def run_reservations_all_events(ctx: RunContext) -> Metrics:
     return await _run(ctx, None)
