@@ -21,6 +21,9 @@ class Bus(ABC):
     """
 
     instance_id: str
+    #: False when no other instance can be listening (the memory bus): the
+    #: relay then delivers to this instance's listeners and publishes nothing.
+    shared: bool = True
 
     def __init__(self) -> None:
         self._on_message: MessageHandler = lambda channel, data: None

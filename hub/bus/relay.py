@@ -91,6 +91,8 @@ class Relay:
 
     async def publish(self, channel: str, message: dict[str, Any]) -> None:
         self.deliver(channel, message)
+        if not self.bus.shared:
+            return  # it would only come back here, and be dropped as our own
         data = self._origin + orjson.dumps(message)
         try:
             await self.bus.publish(channel, data)
