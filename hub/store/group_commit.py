@@ -1,7 +1,7 @@
 """Group commit: concurrent runs of one statement share a round trip and a commit.
 
 Under load, a write that is one statement in autocommit (a mail send, a
-chat message) spends most of its database time on what surrounds the
+reservation acquire or release) spends most of its database time on what surrounds the
 statement rather than on the statement: a round trip, waking the backend,
 and a commit that flushes the WAL. :class:`GroupCommit` queues the calls
 that arrive while earlier ones are being written and sends the queue as one
@@ -15,8 +15,9 @@ Behaviour a caller can rely on:
   only after the batch holding its row has committed, so an ack sent after
   it is never ahead of the data.
 - **No added latency when idle.** A call that finds fewer than
-  ``max_inflight`` batches running starts one at once, alone; only calls
-  that would otherwise have waited for a pool connection are grouped.
+  ``max_inflight`` batches being written starts one at once, alone; only
+  calls that arrive while that many are being written wait, and they go
+  together in the next batch.
 - **One call's error is its own.** If the batch fails (a constraint, a
   race with a delete), nothing of it was committed and every call of it is
   run again on its own, so each gets its own row or its own exception.
