@@ -141,6 +141,36 @@ async def test_globs_conflict_with_the_paths_and_globs_they_may_cover(join, conn
     assert [(x["held_path"], x["held_by"]) for x in wider["conflicts"]] == [("src/web/x.py", "bob")]
 
 
+async def test_exact_paths_conflict_the_same_with_and_without_a_live_glob(join, connect):
+    # Exact requests take a shorter conflict check while the project holds
+    # no live glob (migration 0009); both checks must agree.
+    a = await connect(await join("alice"))
+    b = await connect(await join("bob"))
+    c = await connect(await join("carol"))
+
+    def seen(got: dict[str, Any]) -> list[tuple[str, str, str]]:
+        return [(x["path"], x["held_path"], x["held_by"]) for x in got["conflicts"]]
+
+    assert (await a.call("reservations.acquire", paths=["src/a.py", "src/b.py"]))["granted"]
+    alone = await b.call("reservations.acquire", paths=["src/a.py", "src/c.py"])
+    assert [g["path"] for g in alone["granted"]] == ["src/c.py"]
+    assert seen(alone) == [("src/a.py", "src/a.py", "alice")]
+
+    assert (await c.call("reservations.acquire", paths=["docs/**"]))["granted"]
+    with_glob = await b.call("reservations.acquire", paths=["src/b.py", "docs/x.md", "lib/y.py"])
+    assert [g["path"] for g in with_glob["granted"]] == ["lib/y.py"]
+    assert seen(with_glob) == [
+        ("src/b.py", "src/b.py", "alice"),
+        ("docs/x.md", "docs/**", "carol"),
+    ]
+
+    # Once the glob is gone, the short check again.
+    await c.call("reservations.release", paths=["docs/**"])
+    after = await b.call("reservations.acquire", paths=["docs/x.md", "src/a.py"])
+    assert [g["path"] for g in after["granted"]] == ["docs/x.md"]
+    assert seen(after) == [("src/a.py", "src/a.py", "alice")]
+
+
 CASES = [
     ("src/a.py", "src/a.py"),
     ("src/a.py", "src/b.py"),
