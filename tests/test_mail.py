@@ -284,3 +284,58 @@ async def test_mail_never_crosses_projects(hub_server, connect):
         assert info.value.code == ErrorCode.NOT_FOUND
     assert await _no_event_of(m, "mail")
     assert (await m.call("mail.inbox"))["messages"] == []
+
+
+async def test_concurrent_sends_batched_together_keep_their_own_outcomes(join, connect, hub_server):
+    """Sends that arrive together are written by one statement; each still
+    gets its own answer: good ones delivered once, a missing alias or thread
+    NOT_FOUND, and only the good ones stored and announced."""
+    alice, bob, carol = await join("alice"), await join("bob"), await join("carol")
+    a, b = await connect(alice), await connect(bob)
+    first = await a.call("mail.send", to=["bob"], subject="start", body="thread")
+    b.pending_events()
+    store = hub_server.hub.store
+    stored_before = await store.fetchval(
+        "SELECT count(*) FROM mail_messages WHERE project_id = $1", alice["project_id"]
+    )
+
+    def send(k: int):
+        kind = k % 5
+        if kind == 0:
+            return a.call("mail.send", to=["nobody"], body=f"m{k}")
+        if kind == 1:
+            return a.call("mail.send", to=["bob"], body=f"m{k}", thread_id=str(uuid.uuid4()))
+        if kind == 2:
+            return a.call("mail.send", to=["bob"], body=f"m{k}", thread_id=first["thread_id"])
+        if kind == 3:
+            return a.call("mail.send", to=["bob", "carol"], body=f"m{k}")
+        return a.call("mail.send", to_all=True, body=f"m{k}")
+
+    results = await asyncio.gather(*(send(k) for k in range(40)), return_exceptions=True)
+    for k, result in enumerate(results):
+        if k % 5 in (0, 1):
+            assert isinstance(result, RpcError) and result.code == ErrorCode.NOT_FOUND, result
+        else:
+            assert result["status"] == "delivered"
+    assert results[2]["thread_id"] == first["thread_id"]
+    assert results[3]["to"] == ["bob", "carol"]
+    assert results[4]["to"] == ["bob", "carol"] and results[4]["recipients"] == 2
+    good = [r for r in results if isinstance(r, dict)]
+    stored = await store.fetchval(
+        "SELECT count(*) FROM mail_messages WHERE project_id = $1", alice["project_id"]
+    )
+    assert stored - stored_before == len(good) == 24
+    commits = await store.fetchval(
+        "SELECT count(DISTINCT xmin::text) FROM mail_messages WHERE project_id = $1",
+        alice["project_id"],
+    )
+    assert commits < 1 + len(good)  # grouped: fewer commits than messages
+    # bob got each good message once, in its own event, with the stored body.
+    got = {}
+    while len(got) < len(good):
+        event = await b.next_event("mail", timeout=5)
+        assert event["data"]["message_id"] not in got
+        got[event["data"]["message_id"]] = event["data"]["body"]
+    assert got == {r["message_id"]: f"m{results.index(r)}" for r in good}
+    carol_inbox = await (await connect(carol)).call("mail.inbox")
+    assert carol_inbox["count"] == 16

@@ -15,6 +15,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import asyncpg
+
 from hub.services import events
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
@@ -64,57 +66,42 @@ def _message_view(row: Any) -> dict[str, Any]:
 
 # -- send -------------------------------------------------------------------
 
-# Resolves the recipients and writes the message, its deliveries and its
-# ``mail`` event in one statement, in autocommit: one round trip, committed
-# when it returns (see hub.services.events). It writes nothing unless every
-# named alias/id exists in the project and the thread (if any) does; the
-# caller then reads what is missing from the returned recipients.
-_SEND_EVENT = f"""
-SELECT $2, 'mail', array(SELECT id FROM r ORDER BY alias),
-       jsonb_build_object(
-           'message_id', $1::uuid,
-           'thread_id', coalesce($8, $1)::uuid,
-           'from_agent_id', $3::uuid,
-           'from_alias', $4::text,
-           'to', array(SELECT alias FROM r ORDER BY alias),
-           'to_all', $9::boolean,
-           'subject', $5::text,
-           'body', $6::text,
-           'priority', $7::text,
-           'created_at', {events.iso_sql("m.created_at")})
-FROM m"""
-
-_SEND = f"""
-WITH r AS (
-    SELECT id, alias FROM agents
-    WHERE project_id = $2 AND deleted_at IS NULL
-      AND ($9 OR alias = ANY($10::text[]) OR id = ANY($11::uuid[]))
-      AND NOT ($9 AND id IS NOT DISTINCT FROM $3)
-), checks AS (
-    SELECT
-        NOT EXISTS (SELECT 1 FROM unnest($10::text[]) x WHERE x NOT IN (SELECT alias FROM r))
-        AND NOT EXISTS (SELECT 1 FROM unnest($11::uuid[]) x WHERE x NOT IN (SELECT id FROM r))
-        AND EXISTS (SELECT 1 FROM r) AS recipients_ok,
-        $8::uuid IS NULL OR EXISTS (
-            SELECT 1 FROM mail_messages WHERE project_id = $2 AND thread_id = $8
-        ) AS thread_ok
-), m AS (
-    INSERT INTO mail_messages
-        (id, project_id, from_agent_id, from_alias, subject, body, priority, thread_id)
-    SELECT $1, $2, $3, $4, $5, $6, $7, coalesce($8, $1)
-    FROM checks WHERE recipients_ok AND thread_ok
-    RETURNING created_at
-), d AS (
-    INSERT INTO mail_deliveries (message_id, recipient_id, project_id, created_at)
-    SELECT $1, r.id, $2, m.created_at FROM m, r
-), ev AS ({events.insert_cte(_SEND_EVENT)})
-SELECT (SELECT created_at FROM m) AS created_at,
-       (SELECT thread_ok FROM checks) AS thread_ok,
-       array(SELECT id FROM r ORDER BY alias) AS ids,
-       array(SELECT alias FROM r ORDER BY alias) AS aliases,
-       {events.returned()}
-FROM (SELECT) one LEFT JOIN ev ON true
+# Concurrent sends are written together (hub.store.group_commit): one call
+# of mail_send_batch (migration 0010) writes a whole batch in one statement,
+# in autocommit: each message's recipients resolved, then the messages,
+# their deliveries and their ``mail`` events, committed when it returns
+# (see hub.services.events). A message is written only if every alias/id
+# it names exists in its project and its thread (if any) does; the caller
+# then reads what was missing from its row.
+_SEND_BATCH = """
+SELECT * FROM mail_send_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 """
+
+#: The per-message fields of a send, in the order of mail_send_batch's
+#: first arguments; then come its aliases and its agent ids.
+_FIELDS = 9
+
+
+async def write_sends(
+    conn: asyncpg.Connection, sends: list[tuple[Any, ...]]
+) -> list[asyncpg.Record]:
+    """Write a batch of sends, each ``(message_id, project_id, from_agent_id,
+    from_alias, subject, body, priority, thread_id, to_all, aliases,
+    agent_ids)``, in one statement: one row per send, in order."""
+    columns: list[list[Any]] = [[send[k] for send in sends] for k in range(_FIELDS)]
+    aliases: list[str] = []
+    agent_ids: list[str] = []
+    ranges: list[list[int]] = [[], [], [], []]
+    for send in sends:
+        for names, given, (low, high) in (
+            (aliases, send[_FIELDS], (ranges[0], ranges[1])),
+            (agent_ids, send[_FIELDS + 1], (ranges[2], ranges[3])),
+        ):
+            # 1-based and inclusive, as PostgreSQL slices arrays.
+            low.append(len(names) + 1)
+            names.extend(given)
+            high.append(len(names))
+    return list(await conn.fetch(_SEND_BATCH, *columns, aliases, agent_ids, *ranges))
 
 
 def _refusal(row: Any, aliases: list[str], agent_ids: list[str], thread: str | None) -> RpcError:
@@ -159,8 +146,7 @@ async def send(
     thread = parse_id(thread_id, "thread_id") if thread_id else None
     message_id = str(uuid.uuid4())
 
-    row = await hub.store.fetchrow_committed(
-        _SEND,
+    row = await hub.store.group_commit("mail.send", lambda: write_sends).submit(
         message_id,
         actor.project_id,
         actor.agent_id,
@@ -175,8 +161,8 @@ async def send(
     )
     if row["created_at"] is None:
         raise _refusal(row, aliases, agent_ids, thread)
-    # Committed (one statement in autocommit, perhaps grouped with other
-    # senders' into one commit): now the recipients may hear of it.
+    # Committed (with the concurrent senders' batch): now the recipients
+    # may hear of it.
     await events.publish_rows(hub, [row])
     created_at = iso(row["created_at"])
     return {

@@ -7,11 +7,13 @@ and a commit that flushes the WAL. :class:`GroupCommit` queues the calls
 that arrive while earlier ones are being written and sends the queue as one
 pipelined batch (asyncpg's ``fetchmany``: every execution's Bind/Execute,
 then a single Sync), which PostgreSQL runs in one implicit transaction and
-commits once.
+commits once. A service can instead give a batch writer that writes the
+whole batch with one set-based statement (mail does), which also saves
+PostgreSQL setting up the statement once per call.
 
 Behaviour a caller can rely on:
 
-- **Committed before it returns.** ``await group.fetchrow(...)`` returns
+- **Committed before it returns.** ``await group.submit(...)`` returns
   only after the batch holding its row has committed, so an ack sent after
   it is never ahead of the data.
 - **No added latency when idle.** A call that finds fewer than
@@ -22,9 +24,9 @@ Behaviour a caller can rely on:
   race with a delete), nothing of it was committed and every call of it is
   run again on its own, so each gets its own row or its own exception.
   A call whose batch failed because the database went away gets that error.
-- **Each execution returns exactly one row.** The statement must be
-  written so (``SELECT ... FROM (SELECT) one LEFT JOIN ...``): rows are
-  matched to calls by position.
+- **One row per call, in order.** A statement run per call must return
+  exactly one row (``SELECT ... FROM (SELECT) one LEFT JOIN ...``); a batch
+  writer returns one row per call, in the calls' order.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -51,20 +54,37 @@ MAX_INFLIGHT = 3
 
 _Call = tuple[tuple[Any, ...], "asyncio.Future[asyncpg.Record]"]
 
+#: Writes a batch of calls' arguments on one connection, in autocommit, and
+#: returns one row per call, in order.
+WriteBatch = Callable[[asyncpg.Connection, list[tuple[Any, ...]]], Awaitable[list[asyncpg.Record]]]
+
+
+def statement(query: str) -> WriteBatch:
+    """The batch writer of a one-row statement: one execution per call,
+    pipelined (``fetchmany``) in one implicit transaction."""
+
+    async def write(conn: asyncpg.Connection, calls: list[tuple[Any, ...]]) -> list[asyncpg.Record]:
+        if len(calls) == 1:
+            return [await conn.fetchrow(query, *calls[0])]
+        return list(await conn.fetchmany(query, calls))
+
+    return write
+
 
 class GroupCommit:
-    """Run one query, given at construction, for many concurrent callers."""
+    """Write concurrent callers' changes with the batch writer given at
+    construction."""
 
     def __init__(
         self,
         store: Store,
-        query: str,
+        write: WriteBatch,
         *,
         max_batch: int = MAX_BATCH,
         max_inflight: int = MAX_INFLIGHT,
     ) -> None:
         self._store = store
-        self._query = query
+        self._write_batch = write
         self._max_batch = max_batch
         self._max_inflight = max_inflight
         self._queue: deque[_Call] = deque()
@@ -72,8 +92,8 @@ class GroupCommit:
         # Cached: on Python 3.11 every get_running_loop() is a getpid() system call.
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def fetchrow(self, *args: Any) -> asyncpg.Record:
-        """The statement's row for ``args``, committed."""
+    async def submit(self, *args: Any) -> asyncpg.Record:
+        """The writer's row for ``args``, committed."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         future: asyncio.Future[asyncpg.Record] = self._loop.create_future()
@@ -108,10 +128,7 @@ class GroupCommit:
     async def _write(self, batch: list[_Call]) -> None:
         try:
             async with self._store.connection() as conn:
-                if len(batch) == 1:
-                    rows = [await conn.fetchrow(self._query, *batch[0][0])]
-                else:
-                    rows = await conn.fetchmany(self._query, [args for args, _ in batch])
+                rows = await self._write_batch(conn, [args for args, _ in batch])
         except Exception as exc:  # handed to the callers
             if len(batch) == 1 or isinstance(exc, RpcError) or database_unavailable(exc):
                 # Alone, or the database is unreachable: the same answer for all.

@@ -21,7 +21,7 @@ from hub.store.shared_read import SharedReads
 from protocol.errors import RpcError, unavailable
 
 if TYPE_CHECKING:
-    from hub.store.group_commit import GroupCommit
+    from hub.store.group_commit import GroupCommit, WriteBatch
 
 T = TypeVar("T")
 
@@ -161,12 +161,19 @@ class Store:
             row = await self.fetchrow(query, *args)
             assert row is not None
             return row
-        group = self._groups.get(query)
+        from hub.store.group_commit import statement
+
+        return await self.group_commit(query, lambda: statement(query)).submit(*args)
+
+    def group_commit(self, key: str, writer: Callable[[], WriteBatch]) -> GroupCommit:
+        """The :class:`~hub.store.group_commit.GroupCommit` named ``key``,
+        made with the batch writer ``writer()`` on first use."""
+        group = self._groups.get(key)
         if group is None:
             from hub.store.group_commit import GroupCommit
 
-            group = self._groups[query] = GroupCommit(self, query)
-        return await group.fetchrow(*args)
+            group = self._groups[key] = GroupCommit(self, writer())
+        return group
 
     async def read_shared(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
         """``await read()``, run once for concurrent callers of the same
