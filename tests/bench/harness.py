@@ -481,7 +481,16 @@ async def onboard_team(
             "workspace_path": f"/bench/{slug}/{i}",
             "repo_origin": "git@github.com:acme/bench.git",
         }
-        response = await http.post("/v1/init", json=body)
+        for attempt in range(3):
+            try:
+                response = await http.post("/v1/init", json=body)
+                break
+            except httpx.TransportError:
+                # A pooled keep-alive connection the hub closed as idle (its
+                # 5 s keep-alive timeout) just as it was reused. Sending it
+                # again is safe: init from the same workspace is idempotent.
+                if attempt == 2:
+                    raise
         response.raise_for_status()
         return response.json()  # type: ignore[no-any-return]
 
