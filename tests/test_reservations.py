@@ -142,8 +142,7 @@ async def test_globs_conflict_with_the_paths_and_globs_they_may_cover(join, conn
 
 
 async def test_exact_paths_conflict_the_same_with_and_without_a_live_glob(join, connect):
-    # Exact requests take a shorter conflict check while the project holds
-    # no live glob (migration 0009); both checks must agree.
+    # Exact requests meet exact rows and, while one is live, a glob row.
     a = await connect(await join("alice"))
     b = await connect(await join("bob"))
     c = await connect(await join("carol"))
@@ -164,7 +163,7 @@ async def test_exact_paths_conflict_the_same_with_and_without_a_live_glob(join, 
         ("docs/x.md", "docs/**", "carol"),
     ]
 
-    # Once the glob is gone, the short check again.
+    # Once the glob is gone, only exact rows again.
     await c.call("reservations.release", paths=["docs/**"])
     after = await b.call("reservations.acquire", paths=["docs/x.md", "src/a.py"])
     assert [g["path"] for g in after["granted"]] == ["docs/x.md"]
@@ -442,7 +441,7 @@ def actor_of(agent: dict[str, Any]) -> Actor:
     )
 
 
-async def test_reservation_iso_renders_timestamps_as_the_wire_does(hub_server):
+async def test_wire_time_renders_timestamps_as_the_wire_does(hub_server):
     conn = await asyncpg.connect(hub_server.settings.database_url)
     try:
         # The session's time zone must not matter.
@@ -453,7 +452,7 @@ async def test_reservation_iso_renders_timestamps_as_the_wire_does(hub_server):
             datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
             datetime(2026, 1, 2, 3, 4, 5, 500000, tzinfo=UTC),
         ):
-            assert await conn.fetchval("SELECT reservation_iso($1)", moment) == iso(moment)
+            assert await conn.fetchval("SELECT wire_time($1)", moment) == iso(moment)
     finally:
         await conn.close()
 

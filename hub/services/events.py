@@ -173,13 +173,9 @@ def returned(cte: str = "ev", prefix: str = "ev_") -> str:
 def iso_sql(expr: str) -> str:
     """SQL rendering the timestamptz ``expr`` exactly as :func:`clock.iso`
     does (RFC 3339 in UTC with ``Z``; microseconds only when non-zero, as
-    Python's ``isoformat``)."""
-    utc = f"(({expr}) AT TIME ZONE 'UTC')"
-    return (
-        f"(to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
-        f"CASE WHEN extract(microseconds FROM {utc})::bigint % 1000000 = 0 THEN '' "
-        f"ELSE to_char({utc}, '.US') END || 'Z')"
-    )
+    Python's ``isoformat``): the database function ``wire_time``
+    (migration 0006), which PostgreSQL inlines."""
+    return f"wire_time({expr})"
 
 
 async def publish_rows(

@@ -18,8 +18,8 @@ other; requests on unrelated paths take no common exclusive key and run in
 parallel. The conflict check must see what the previous lock holder
 committed, so it cannot be in the statement that takes the locks (a
 statement's snapshot predates its locks): an acquire is one call of the
-plpgsql function ``reservation_acquire`` (migrations 0006, 0009), whose
-statements each take a fresh snapshot under READ COMMITTED. It takes the locks, checks,
+plpgsql function ``reservation_acquire`` (migration 0006), whose statements
+each take a fresh snapshot under READ COMMITTED. It takes the locks, checks,
 inserts or renews, and stores the events, in autocommit: one round trip,
 committed when it returns. A release is one statement (DELETE and event
 inserts in CTEs, as :mod:`hub.services.events` describes). Both build their

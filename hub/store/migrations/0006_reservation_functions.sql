@@ -1,10 +1,11 @@
 -- Reservation requests in one round trip (see hub.services.reservations).
 
 -- A timestamp as the wire shows it (hub.services.clock.iso): RFC 3339 in
--- UTC with a Z, microseconds only when non-zero; the expression of
--- hub.services.events.iso_sql. A one-expression SQL function: PostgreSQL
--- inlines it into the query that calls it.
-CREATE FUNCTION reservation_iso(t timestamptz) RETURNS text
+-- UTC with a Z, microseconds only when non-zero. Every event payload built
+-- in SQL renders its times with it (hub.services.events.iso_sql names it).
+-- A one-expression SQL function: PostgreSQL inlines it into the query that
+-- calls it.
+CREATE FUNCTION wire_time(t timestamptz) RETURNS text
 LANGUAGE sql STABLE AS $$
 SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
     || CASE WHEN extract(microseconds FROM t AT TIME ZONE 'UTC')::bigint % 1000000 = 0 THEN ''
@@ -27,8 +28,8 @@ SELECT jsonb_build_object(
     'exclusive', p_exclusive,
     'reason', p_reason,
     'bead_id', p_bead_id,
-    'acquired_at', reservation_iso(p_acquired_at),
-    'expires_at', reservation_iso(p_expires_at))
+    'acquired_at', wire_time(p_acquired_at),
+    'expires_at', wire_time(p_expires_at))
 $$;
 
 -- reservation_locks without waiting: take every lock that is free at once;

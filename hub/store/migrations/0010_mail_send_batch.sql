@@ -83,8 +83,7 @@ BEGIN
         INSERT INTO mail_deliveries (message_id, recipient_id, project_id, created_at)
         SELECT mq.id, r, mq.project_id, mq.created_at FROM mq, unnest(mq.ids) r
     ), ev AS (
-        -- The payload of hub.services.mail's `mail` event; created_at as
-        -- hub.services.clock.iso renders it (events.iso_sql).
+        -- The payload of hub.services.mail's `mail` event.
         INSERT INTO events (project_id, type, recipients, payload)
         SELECT project_id, 'mail', ids, jsonb_build_object(
                    'message_id', id,
@@ -96,12 +95,7 @@ BEGIN
                    'subject', subject,
                    'body', body,
                    'priority', priority,
-                   'created_at',
-                   to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
-                   || CASE WHEN extract(microseconds FROM created_at AT TIME ZONE 'UTC')::bigint
-                                % 1000000 = 0 THEN ''
-                           ELSE to_char(created_at AT TIME ZONE 'UTC', '.US') END
-                   || 'Z')
+                   'created_at', wire_time(created_at))
         FROM mq ORDER BY i
         RETURNING seq, id, project_id, type, recipients, payload, created_at
     )
