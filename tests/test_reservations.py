@@ -1,13 +1,14 @@
 """File reservations over real WebSockets: grants, conflicts with the
 holder and when to retry, shared vs exclusive, globs, renew, release,
 revoke, expiry (with its event), bad paths, races and project isolation;
-event payloads as stored, and acquires grouped into one commit (a batch
-whose call fails, a batch whose call would wait for a lock)."""
+event payloads as stored, and acquires and releases grouped into one commit
+(a batch whose call fails, calls that collide, many overlapping at once)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -521,8 +522,8 @@ async def hold_locks(server: RunningHub, project_id: str, path: str) -> asyncpg.
     keys = parse_path(path).lock_keys()
     await conn.execute("BEGIN")
     await conn.execute(
-        "SELECT reservation_locks($1, $2::text[], $3::boolean[])",
-        project_id,
+        "SELECT reservation_locks($1::uuid[], $2::text[], $3::boolean[])",
+        [project_id] * len(keys),
         [key for key, _ in keys],
         [exclusive for _, exclusive in keys],
     )
@@ -594,25 +595,94 @@ async def test_a_failing_call_in_a_batch_fails_alone(join, hub_server, connect):
     assert sorted(paths) == ["src/alice.py", "src/bob.py", "src/gate.py"]
 
 
-async def test_a_batched_call_never_waits_while_holding_the_others_locks(join, hub_server):
-    """A batch holds the locks of its earlier calls until it commits; a
-    later call whose lock is taken aborts the batch instead of waiting, and
-    each call is run alone: the others go through at once (no deadlock, no
-    wait for deadlock_timeout), the blocked one when its lock is free."""
-    gatekeeper, free, stuck = [actor_of(await join(n)) for n in ("gk", "free", "stuck")]
-    held = await hold_locks(hub_server, stuck.project_id, "src/held.py")
-    try:
-        gate, waiting = await queue_behind_a_gate(hub_server, gatekeeper)
-        first = asyncio.create_task(reservations.acquire(hub_server.hub, free, ["src/free.py"]))
-        blocked = asyncio.create_task(reservations.acquire(hub_server.hub, stuck, ["src/held.py"]))
-        await asyncio.sleep(0.1)
-        await gate.close()
-        got = await asyncio.wait_for(first, timeout=5)
-        assert [g["path"] for g in got["granted"]] == ["src/free.py"]
-        await asyncio.sleep(0.2)
-        assert not blocked.done()
-    finally:
-        await held.close()
-    got = await asyncio.wait_for(blocked, timeout=5)
-    assert [g["path"] for g in got["granted"]] == ["src/held.py"]
+async def test_queued_acquires_of_one_path_are_decided_one_after_the_other(join, hub_server):
+    """Calls that queue up together are written as one batch, except those
+    that collide: the same path from two agents, or twice from one."""
+    gatekeeper, alice, bob, carol = [actor_of(await join(n)) for n in ("gk", "a", "b", "c")]
+    gate, waiting = await queue_behind_a_gate(hub_server, gatekeeper)
+    hub = hub_server.hub
+    queued = [
+        asyncio.create_task(reservations.acquire(hub, who, [path]))
+        for who, path in [
+            (alice, "src/one.py"),
+            (bob, "src/one.py"),
+            (carol, "src/two.py"),
+            (carol, "src/two.py"),
+            (carol, "src/*.md"),
+        ]
+    ]
+    await asyncio.sleep(0.1)
+    await gate.close()
+    a, b, c1, c2, c3 = await asyncio.gather(*queued)
     await asyncio.gather(*waiting)
+
+    # One of alice and bob got src/one.py; the other was told who has it.
+    winner, loser = (a, b) if a["granted"] else (b, a)
+    assert [g["path"] for g in winner["granted"]] == ["src/one.py"]
+    assert loser["granted"] == []
+    assert [c["held_by"] for c in loser["conflicts"]] == ["a" if winner is a else "b"]
+    # carol's two requests of src/two.py: a grant, then its renewal.
+    assert sorted(r["granted"][0]["renewed"] for r in (c1, c2)) == [False, True]
+    assert {r["granted"][0]["reservation_id"] for r in (c1, c2)} == {
+        c1["granted"][0]["reservation_id"]
+    }
+    assert [g["path"] for g in c3["granted"]] == ["src/*.md"]
+
+
+async def test_queued_releases_of_one_reservation_release_it_once(join, hub_server):
+    gatekeeper, alice = [actor_of(await join(n)) for n in ("gk", "alice")]
+    await reservations.acquire(hub_server.hub, alice, ["src/x.py"])
+    gate, waiting = await queue_behind_a_gate(hub_server, gatekeeper)
+    queued = [
+        asyncio.create_task(reservations.release(hub_server.hub, alice, ["src/x.py"]))
+        for _ in range(2)
+    ]
+    await asyncio.sleep(0.1)
+    await gate.close()
+    answers = await asyncio.gather(*queued)
+    await asyncio.gather(*waiting)
+    assert sorted(answers, key=lambda r: r["released"]) == [
+        {"released": [], "not_found": ["src/x.py"], "not_owner": []},
+        {"released": ["src/x.py"], "not_found": [], "not_owner": []},
+    ]
+
+
+async def test_overlapping_requests_at_once_never_grant_overlapping_reservations(join, hub_server):
+    """Many agents requesting overlapping paths and globs at once, through
+    batches: every call is answered (no deadlock), and no two agents end up
+    holding overlapping exclusive reservations."""
+    agents = [actor_of(await join(f"agent{i}")) for i in range(24)]
+    pool = ["src/a.py", "src/b.py", "src/lib/c.py", "src/lib/d.py", "src/*.py",
+            "src/lib/**", "docs/x.md", "**/*.md"]  # fmt: skip
+    rng = random.Random(7)
+
+    async def requests(who: Actor) -> None:
+        for _ in range(4):
+            await reservations.acquire(hub_server.hub, who, rng.sample(pool, rng.randint(1, 3)))
+
+    await asyncio.wait_for(asyncio.gather(*(requests(who) for who in agents)), timeout=60)
+    held = await reservations.list_active(hub_server.hub, agents[0].project_id)
+    assert held
+    for i, one in enumerate(held):
+        for other in held[i + 1 :]:
+            if one["holder_alias"] != other["holder_alias"]:
+                assert not overlaps(parse_path(one["path"]), parse_path(other["path"])), (
+                    one,
+                    other,
+                )
+
+
+async def test_a_renewal_keeps_what_it_does_not_restate(join, connect):
+    alice = await connect(await join("alice"))
+
+    async def held() -> tuple[Any, ...]:
+        (one,) = (await alice.call("reservations.list"))["reservations"]
+        return one["reason"], one["bead_id"], one["metadata"]
+
+    first = {"reason": "refactor", "bead_id": "bd-7", "metadata": {"step": 1}}
+    await alice.call("reservations.acquire", paths=["src/x.py"], **first)
+    renewed = await alice.call("reservations.acquire", paths=["src/x.py"])
+    assert renewed["granted"][0]["renewed"] is True
+    assert await held() == ("refactor", "bd-7", {"step": 1})
+    await alice.call("reservations.acquire", paths=["src/x.py"], metadata={"step": 2})
+    assert await held() == ("refactor", "bd-7", {"step": 2})

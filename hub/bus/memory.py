@@ -10,6 +10,7 @@ from hub.bus.base import Bus
 
 class MemoryBus(Bus):
     shared = False
+
     def __init__(self, *, instance_id: str) -> None:
         super().__init__()
         self.instance_id = instance_id

@@ -8,6 +8,7 @@ from hub.bus import Bus
 from hub.bus.relay import Relay
 from hub.config import Settings
 from hub.store import Store
+from protocol.errors import forbidden
 
 
 @dataclass(slots=True)
@@ -39,8 +40,6 @@ class Actor:
         return self.agent_id is None
 
     def require_agent(self) -> str:
-        from protocol.errors import forbidden
-
         if self.agent_id is None:
             raise forbidden("this call needs an agent's api key, not a dashboard ticket")
         return self.agent_id

@@ -10,46 +10,50 @@ conflicting path is not granted; the others in the same request are. The
 same holder reserving the same pattern again renews it.
 
 Deciding across instances. A request first takes transaction-scoped
-advisory locks (``reservation_locks`` in migration 0003): shared on every
+advisory locks (``reservation_locks``, migration 0011): shared on every
 ancestor directory of each pattern, exclusive on the pattern's own key (its
-file, or a glob's literal directory), all in one global order. Two requests
-that could overlap always collide on some key, so they run one after the
-other; requests on unrelated paths take no common exclusive key and run in
-parallel. The conflict check must see what the previous lock holder
-committed, so it cannot be in the statement that takes the locks (a
-statement's snapshot predates its locks): an acquire is one call of the
-plpgsql function ``reservation_acquire`` (migration 0006), whose statements
-each take a fresh snapshot under READ COMMITTED. It takes the locks, checks,
-inserts or renews, and stores the events, in autocommit: one round trip,
-committed when it returns. A release is one statement (DELETE and event
-inserts in CTEs, as :mod:`hub.services.events` describes). Both build their
-event payloads in SQL (``reservation_event_data``: what :func:`_event_data`
-builds for renew, revoke and expiry). Events are published after the commit.
+file, or a glob's literal directory), all in one pass in one global order.
+Two requests that could overlap always collide on some key, so they run one
+after the other; requests on unrelated paths take no common exclusive key
+and run in parallel. Every transaction takes all its locks in that one
+ordered pass before anything else, so none waits for a lock while holding
+one another waiting transaction needs: they never deadlock on these locks.
+The conflict check must see what the previous lock holder committed, so it
+cannot be in the statement that takes the locks (a statement's snapshot
+predates its locks): acquiring is one call of the plpgsql function
+``reservation_acquire_batch``, whose statements each take a fresh snapshot
+under READ COMMITTED. It takes the locks, checks, inserts or renews, and
+stores the events, in autocommit: one round trip, committed when it
+returns. A release is one statement (DELETE and event inserts in CTEs, as
+:mod:`hub.services.events` describes). Both build their event payloads in
+SQL (``reservation_event_data``: what :func:`_event_data` builds for renew,
+revoke and expiry). Events are published after the commit.
 
-Group commit. Acquires and releases go through ``Store.fetchrow_committed``
+Batches. Acquires and releases go through group commit
 (:mod:`hub.store.group_commit`): calls that arrive while earlier ones are
-being written run as one pipelined batch, one transaction and one commit
-(benchmark ``reservations``, 64 agents acquiring and releasing: 1,450 ->
-2,550 pairs/s; CPU per pair: hub 440 -> 230 µs, PostgreSQL 600 -> 320 µs,
-against one autocommit call each). Why that is safe:
+being written are written together, a batch of acquires by one call of
+``reservation_acquire_batch`` and a batch of releases by one statement,
+each in one transaction with one commit. Why that is safe:
 
-- A batch holds the locks of each acquire until it commits, so it must never
-  wait for a lock while holding some: two batches could then wait for each
-  other (their calls are in no common order). Only the first acquire of a
-  transaction waits for its locks (it holds none yet); a later one takes
-  them only if they are free, and otherwise fails with lock_not_available,
-  which aborts the batch: nothing of it is committed, and group commit runs
-  each call alone, where it waits as usual. Under contention a batch thus
-  falls back to single calls (their cost before grouping), never to a
-  deadlock. A path is held at most until the rest of its batch has run.
-- Calls of one batch on the same path see each other (later statements of
-  one transaction), so they decide as they would one after the other.
+- Group commit never puts two acquires whose locks collide into one batch
+  (``locks=``): the calls of a batch cannot overlap, so none can be decided
+  differently for another's write, and one statement decides them all as
+  it would each alone. A colliding call waits for a later batch, which
+  its locks then order after this one.
+- A batch holds every lock of its calls until it commits, so a call waits
+  at most for the batch ahead of it on the same keys.
 - A release takes no advisory locks; its DELETE locks the caller's own rows.
   A batch can still wait for a row lock (another transaction deleting or
   renewing the same row: a revoke, an expiry, the same agent acquiring and
   releasing one path at once), and in such rare cases two transactions may
   deadlock; PostgreSQL aborts one after deadlock_timeout, and a batch it
   aborts is rerun call by call. The decisions stay correct either way.
+
+Measured (benchmark ``reservations``, 64 agents acquiring and releasing;
+docs/benchmarks.md): one call per acquire and release, pipelined per batch,
+cost PostgreSQL about 350 µs per pair on this machine, most of it setting
+up the statement's executor for each call; one statement per batch costs
+about 150 µs.
 
 Expiry. A row is live while ``expires_at > now()``; every query filters on
 that, so an expired reservation disappears from listings and stops
@@ -103,8 +107,6 @@ _COLUMNS = """
 r.id, r.project_id, r.holder_agent_id, r.holder_alias, r.path, r.is_glob, r.exclusive,
 r.reason, r.bead_id, r.metadata, r.acquired_at, r.expires_at
 """
-#: The event columns of a row that carries no event (see events.returned).
-_NO_EVENT = ", ".join(f"NULL AS ev_{c}" for c in events.EVENT_COLUMNS)
 
 
 # -- views --------------------------------------------------------------------
@@ -232,65 +234,70 @@ async def _lock(conn: asyncpg.Connection, project_id: str, patterns: list[Patter
     return the time they were all held."""
     keys = [key for pattern in patterns for key in pattern.lock_keys()]
     at: datetime = await conn.fetchval(
-        "SELECT reservation_locks($1, $2::text[], $3::boolean[])",
-        project_id,
+        "SELECT reservation_locks($1::uuid[], $2::text[], $3::boolean[])",
+        [project_id] * len(keys),
         [key for key, _ in keys],
         [exclusive for _, exclusive in keys],
     )
     return at
 
 
-# -- one round trip ------------------------------------------------------------------
-# Acquire and release are each one statement in autocommit, grouped with
-# concurrent calls of the same statement into one commit (see the module
-# doc). Group commit needs exactly one row per call, so each statement
-# folds its rows into one JSON array (``json_agg(x) AS rows``: one
-# aggregate is cheaper to start than one array per column).
-
-_Row = dict[str, Any]
-#: The timestamps of the folded rows (JSON carries them as ISO text).
-_TIMES = ("acquired_at", "expires_at", "locked_at", "ev_created_at")
+# -- batches ------------------------------------------------------------------------
+# Concurrent acquires, and concurrent releases, are written together
+# (hub.store.group_commit), a batch in one set-based statement (see the
+# module doc). Its rows carry the 1-based ``call`` they belong to.
 
 
-def _unfold(found: asyncpg.Record) -> list[_Row]:
-    """The rows a statement folded (none: NULL), timestamps parsed."""
-    rows: list[_Row] = found["rows"] or []
+def _by_call(rows: Sequence[asyncpg.Record], calls: int) -> list[list[asyncpg.Record]]:
+    """A batch statement's rows, one list per call, in the calls' order."""
+    grouped: list[list[asyncpg.Record]] = [[] for _ in range(calls)]
     for row in rows:
-        for name in _TIMES:
-            if row.get(name) is not None:
-                row[name] = datetime.fromisoformat(row[name])
-    return rows
+        grouped[row["call"] - 1].append(row)
+    return grouped
 
 
-def _kind(rows: list[_Row], kind: str) -> list[_Row]:
+def _kind(rows: list[asyncpg.Record], kind: str) -> list[asyncpg.Record]:
     return [row for row in rows if row["kind"] == kind]
 
 
-async def _publish(hub: Hub, rows: list[_Row]) -> None:
+async def _publish(hub: Hub, rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
     """Publish, in their order, the events a committed call stored (its
-    'event' rows; reservation events go to the whole project)."""
-    for row in sorted(_kind(rows, "event"), key=lambda row: int(row["ev_seq"])):
-        event = events.Event(
-            seq=row["ev_seq"],
-            id=row["ev_id"],
-            project_id=row["ev_project_id"],
-            type=row["ev_type"],
-            data=row["ev_payload"],
-            recipients=None,
-            at=iso(row["ev_created_at"]) or "",
-        )
-        await events.publish(hub, event)
+    'event' rows); return them as ``{"type": ..., **payload}``."""
+    stored = sorted(_kind(rows, "event"), key=lambda row: int(row["ev_seq"]))
+    await events.publish_rows(hub, stored)
+    return [{"type": row["ev_type"], **row["ev_payload"]} for row in stored]
 
 
 # -- acquire ----------------------------------------------------------------------
 
-# The function (migration 0006) takes the locks, decides, writes, and
-# stores the events; its rows are 'granted', 'conflict' and 'event'.
-_ACQUIRE = """
-SELECT json_agg(x) AS rows
-FROM reservation_acquire($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-                         $11, $12, $13, $14, $15, $16, $17) x
-"""
+_ACQUIRE_BATCH = "SELECT * FROM reservation_acquire_batch($1)"
+
+
+def _acquire_locks(call: tuple[Any, ...]) -> list[tuple[tuple[str, str], bool]]:
+    """The advisory locks an acquire takes (group commit keeps calls whose
+    locks collide out of one batch)."""
+    project_id, keys = call[0], call[-1]
+    return [((project_id, key), exclusive) for key, exclusive in keys]
+
+
+async def write_acquires(
+    conn: asyncpg.Connection, calls: list[tuple[Any, ...]]
+) -> list[list[asyncpg.Record]]:
+    """Decide and write a batch of acquires, each ``(project_id, agent_id,
+    alias, exclusive, ttl, reason, bead_id, metadata, patterns, lock_keys)``,
+    no two of which collide: one list of rows per call, in order."""
+    batch = [
+        [
+            *call[:-2],
+            [
+                (p.path, p.is_glob, p.regex, p.prefix, p.suffix, p.range_low, p.range_high)
+                for p in call[-2]
+            ],
+            call[-1],
+        ]
+        for call in calls
+    ]
+    return _by_call(await conn.fetch(_ACQUIRE_BATCH, batch), len(calls))
 
 
 async def acquire(
@@ -316,8 +323,10 @@ async def acquire(
     bead_id = _text("bead_id", bead_id, BEAD_ID_MAX)
     metadata = _metadata(metadata)
     keys = [key for pattern in patterns for key in pattern.lock_keys()]
-    found = await hub.store.fetchrow_committed(
-        _ACQUIRE,
+    group = hub.store.group_commit(
+        "reservations.acquire", lambda: write_acquires, locks=_acquire_locks
+    )
+    rows: list[asyncpg.Record] = await group.submit(
         actor.project_id,
         agent_id,
         actor.alias,
@@ -326,22 +335,19 @@ async def acquire(
         reason,
         bead_id,
         metadata,
-        [key for key, _ in keys],
-        [key_exclusive for _, key_exclusive in keys],
-        [p.path for p in patterns],
-        [p.is_glob for p in patterns],
-        [p.regex for p in patterns],
-        [p.prefix for p in patterns],
-        [p.suffix for p in patterns],
-        [p.range_low for p in patterns],
-        [p.range_high for p in patterns],
+        patterns,
+        keys,
     )
-    rows = _unfold(found)
-    # Committed (alone or in a group): now it may be announced.
-    await _publish(hub, rows)
+    # Committed (alone or in a batch): now it may be announced. A grant or
+    # renewal is known by its event (the other kind: an expired row replaced).
+    announced = await _publish(hub, rows)
     order = {p.path: i for i, p in enumerate(patterns)}
     granted = sorted(
-        (_granted(row, row["renewed"]) for row in _kind(rows, "granted")),
+        (
+            _granted(data, renewed=data["type"] == "reservation.renewed")
+            for data in announced
+            if data["type"] != "reservation.expired"
+        ),
         key=lambda g: order[g["path"]],
     )
     conflicts = sorted(
@@ -352,24 +358,24 @@ async def acquire(
     return {"granted": granted, "conflicts": conflicts}
 
 
-def _granted(row: asyncpg.Record | dict[str, Any], renewed: bool) -> dict[str, Any]:
+def _granted(data: dict[str, Any], renewed: bool) -> dict[str, Any]:
+    """A granted or renewed reservation as the caller gets it, from its
+    event's payload (:func:`_event_data`)."""
     return {
-        "reservation_id": row["id"],
-        "path": row["path"],
-        "exclusive": row["exclusive"],
-        "acquired_at": iso(row["acquired_at"]),
-        "expires_at": iso(row["expires_at"]),
+        "reservation_id": data["reservation_id"],
+        "path": data["path"],
+        "exclusive": data["exclusive"],
+        "acquired_at": data["acquired_at"],
+        "expires_at": data["expires_at"],
         "renewed": renewed,
-        "_expires": row["expires_at"],
     }
 
 
 def _schedule_all(hub: Hub, project_id: str, granted: list[dict[str, Any]]) -> None:
     expiry = _machines.get(id(hub))
-    for item in granted:
-        expires = item.pop("_expires")
-        if expiry is not None:
-            expiry.schedule(project_id, item["reservation_id"], expires)
+    if expiry is not None:
+        for item in granted:
+            expiry.schedule(project_id, item["reservation_id"], clock.parse(item["expires_at"]))
 
 
 # -- renew, release, revoke ----------------------------------------------------------------
@@ -404,7 +410,7 @@ async def renew(
         )
         for row in rows:
             tx.emit("reservation.renewed", _event_data(row))
-    renewed = [_granted(row, True) for row in rows]
+    renewed = [_granted(_event_data(row), True) for row in rows]
     for item in renewed:
         item.pop("renewed")
     _schedule_all(hub, actor.project_id, renewed)
@@ -415,40 +421,18 @@ async def renew(
     }
 
 
-# The caller's rows go and their events are stored, in one statement (the
-# pattern of hub.services.events); the live rows of other holders on the
-# same patterns (untouched by the DELETE) say "not_owner". Its rows (``x``)
-# are 'mine' (``live``: released, else it had expired), 'other' and 'event'.
-_RELEASE_EVENT = """
-SELECT $1::uuid,
-       CASE WHEN g.live THEN 'reservation.released' ELSE 'reservation.expired' END,
-       NULL::uuid[],
-       reservation_event_data(g.id, g.path, g.holder_alias, g.holder_agent_id, g.exclusive,
-                              g.reason, g.bead_id, g.acquired_at, g.expires_at)
-FROM gone g
-ORDER BY array_position($3::text[], g.path::text)"""
+# A batch of releases is one call of reservation_release_batch (migration
+# 0011): rows 'event' (reservation.released, or .expired for a row that had
+# expired) and 'other' (a live row of another holder on that pattern).
+_RELEASE_BATCH = "SELECT * FROM reservation_release_batch($1)"
 
-_RELEASE = f"""
-WITH gone AS (
-    DELETE FROM reservations r
-    WHERE r.project_id = $1 AND r.holder_agent_id = $2 AND r.path = ANY($3::text[])
-    RETURNING {_COLUMNS}, r.expires_at > now() AS live
-), ev AS ({events.insert_cte(_RELEASE_EVENT)}
-), x AS (
-    SELECT 'event' AS kind, NULL::uuid AS id, NULL::text AS path, NULL::boolean AS live,
-           {events.returned()}
-    FROM ev
-    UNION ALL
-    SELECT 'mine', g.id, g.path, g.live, {_NO_EVENT}
-    FROM gone g
-    UNION ALL
-    SELECT 'other', NULL, r.path, true, {_NO_EVENT}
-    FROM reservations r
-    WHERE r.project_id = $1 AND r.holder_agent_id <> $2 AND r.path = ANY($3::text[])
-      AND r.expires_at > now()
-)
-SELECT json_agg(x) AS rows FROM x
-"""
+
+async def write_releases(
+    conn: asyncpg.Connection, calls: list[tuple[Any, ...]]
+) -> list[list[asyncpg.Record]]:
+    """Write a batch of releases, each ``(project_id, agent_id, paths)``:
+    one list of rows per call, in order."""
+    return _by_call(await conn.fetch(_RELEASE_BATCH, calls), len(calls))
 
 
 async def release(hub: Hub, actor: Actor, paths: Sequence[str]) -> dict[str, Any]:
@@ -457,13 +441,13 @@ async def release(hub: Hub, actor: Actor, paths: Sequence[str]) -> dict[str, Any
     pattern), ``not_found``. Announces ``reservation.released``."""
     agent_id = actor.require_agent()
     requested = [p.path for p in _patterns(paths)]
-    found = await hub.store.fetchrow_committed(_RELEASE, actor.project_id, agent_id, requested)
-    rows = _unfold(found)
-    # Committed (alone or in a group): now it may be announced.
-    await _publish(hub, rows)
-    mine = _kind(rows, "mine")
-    _cancel_all(hub, [row["id"] for row in mine])
-    released = {row["path"] for row in mine if row["live"]}
+    group = hub.store.group_commit("reservations.release", lambda: write_releases)
+    rows: list[asyncpg.Record] = await group.submit(actor.project_id, agent_id, requested)
+    # Committed (alone or in a batch): now it may be announced. What went
+    # is known by its event (released if it was live, else expired).
+    gone = await _publish(hub, rows)
+    _cancel_all(hub, [data["reservation_id"] for data in gone])
+    released = {data["path"] for data in gone if data["type"] == "reservation.released"}
     others = {row["path"] for row in _kind(rows, "other")}
     rest = [p for p in requested if p not in released]
     return {

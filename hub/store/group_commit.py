@@ -1,15 +1,16 @@
 """Group commit: concurrent runs of one statement share a round trip and a commit.
 
 Under load, a write that is one statement in autocommit (a mail send, a
-reservation acquire or release) spends most of its database time on what surrounds the
-statement rather than on the statement: a round trip, waking the backend,
-and a commit that flushes the WAL. :class:`GroupCommit` queues the calls
-that arrive while earlier ones are being written and sends the queue as one
-pipelined batch (asyncpg's ``fetchmany``: every execution's Bind/Execute,
-then a single Sync), which PostgreSQL runs in one implicit transaction and
-commits once. A service can instead give a batch writer that writes the
-whole batch with one set-based statement (mail does), which also saves
-PostgreSQL setting up the statement once per call.
+reservation acquire or release) spends most of its database time on what
+surrounds the statement rather than on the statement: a round trip, waking
+the backend, and a commit that flushes the WAL. :class:`GroupCommit` queues
+the calls that arrive while earlier ones are being written and sends the
+queue as one pipelined batch (asyncpg's ``fetchmany``: every execution's
+Bind/Execute, then a single Sync), which PostgreSQL runs in one implicit
+transaction and commits once. A service can instead give a batch writer
+that writes the whole batch with one set-based statement (mail and
+reservations do), which also saves PostgreSQL setting up the statement
+once per call.
 
 Behaviour a caller can rely on:
 
@@ -24,9 +25,16 @@ Behaviour a caller can rely on:
   race with a delete), nothing of it was committed and every call of it is
   run again on its own, so each gets its own row or its own exception.
   A call whose batch failed because the database went away gets that error.
-- **One row per call, in order.** A statement run per call must return
+- **One result per call, in order.** A statement run per call must return
   exactly one row (``SELECT ... FROM (SELECT) one LEFT JOIN ...``); a batch
-  writer returns one row per call, in the calls' order.
+  writer returns one result per call, in the calls' order.
+- **Calls that collide are never batched together** (optional ``locks``:
+  the ``(key, exclusive)`` locks each call takes). A call that wants a key
+  some call of the batch holds, exclusively on either side, waits for a
+  later batch. A set-based writer may then decide every call of a batch
+  in one statement, each as it would alone: no call's outcome depends on
+  another's write (reservations need this; two acquires of one path must
+  be decided one after the other).
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -51,19 +59,26 @@ MAX_BATCH = 64
 #: Batches written at once (each on its own pooled connection): while one
 #: is being committed the next can already execute.
 MAX_INFLIGHT = 3
+#: Queued calls looked at when filling a batch: bounds the work of skipping
+#: calls that collide (a queue full of requests for one path).
+MAX_SCAN = 4 * MAX_BATCH
 
-_Call = tuple[tuple[Any, ...], "asyncio.Future[asyncpg.Record]"]
+_Call = tuple[tuple[Any, ...], "asyncio.Future[Any]"]
 
 #: Writes a batch of calls' arguments on one connection, in autocommit, and
-#: returns one row per call, in order.
-WriteBatch = Callable[[asyncpg.Connection, list[tuple[Any, ...]]], Awaitable[list[asyncpg.Record]]]
+#: returns one result per call, in order.
+WriteBatch = Callable[[asyncpg.Connection, list[tuple[Any, ...]]], Awaitable[Sequence[Any]]]
+#: The ``(key, exclusive)`` locks a call (its arguments) takes.
+Locks = Callable[[tuple[Any, ...]], Iterable[tuple[Hashable, bool]]]
 
 
 def statement(query: str) -> WriteBatch:
     """The batch writer of a one-row statement: one execution per call,
     pipelined (``fetchmany``) in one implicit transaction."""
 
-    async def write(conn: asyncpg.Connection, calls: list[tuple[Any, ...]]) -> list[asyncpg.Record]:
+    async def write(
+        conn: asyncpg.Connection, calls: list[tuple[Any, ...]]
+    ) -> Sequence[asyncpg.Record]:
         if len(calls) == 1:
             return [await conn.fetchrow(query, *calls[0])]
         return list(await conn.fetchmany(query, calls))
@@ -80,11 +95,13 @@ class GroupCommit:
         store: Store,
         write: WriteBatch,
         *,
+        locks: Locks | None = None,
         max_batch: int = MAX_BATCH,
         max_inflight: int = MAX_INFLIGHT,
     ) -> None:
         self._store = store
         self._write_batch = write
+        self._locks = locks
         self._max_batch = max_batch
         self._max_inflight = max_inflight
         self._queue: deque[_Call] = deque()
@@ -92,11 +109,11 @@ class GroupCommit:
         # Cached: on Python 3.11 every get_running_loop() is a getpid() system call.
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def submit(self, *args: Any) -> asyncpg.Record:
-        """The writer's row for ``args``, committed."""
+    async def submit(self, *args: Any) -> Any:
+        """The writer's result for ``args``, committed."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        future: asyncio.Future[asyncpg.Record] = self._loop.create_future()
+        future: asyncio.Future[Any] = self._loop.create_future()
         self._queue.append((args, future))
         if len(self._inflight) < self._max_inflight:
             # A fresh context: the writer must not inherit the caller's
@@ -110,13 +127,7 @@ class GroupCommit:
         batch: list[_Call] = []
         try:
             while self._queue:
-                batch = []
-                while self._queue and len(batch) < self._max_batch:
-                    call = self._queue.popleft()
-                    # A caller that gave up (its session closed) before
-                    # its write started is not written.
-                    if not call[1].done():
-                        batch.append(call)
+                batch = self._next_batch()
                 if batch:
                     await self._write(batch)
         except BaseException as exc:
@@ -124,6 +135,31 @@ class GroupCommit:
             for _, future in [*batch, *self._queue]:
                 _settle(future, exc)
             raise
+
+    def _next_batch(self) -> list[_Call]:
+        """Take the next batch off the queue: in order, skipping (for a
+        later batch) each call that collides with one already taken."""
+        batch: list[_Call] = []
+        skipped: list[_Call] = []
+        held: dict[Hashable, bool] = {}  # key -> held exclusively
+        scanned = 0
+        while self._queue and len(batch) < self._max_batch and scanned < MAX_SCAN:
+            call = self._queue.popleft()
+            scanned += 1
+            # A caller that gave up (its session closed) before its write
+            # started is not written.
+            if call[1].done():
+                continue
+            if self._locks is not None:
+                wanted = list(self._locks(call[0]))
+                if any(key in held and (exclusive or held[key]) for key, exclusive in wanted):
+                    skipped.append(call)
+                    continue
+                for key, exclusive in wanted:
+                    held[key] = held.get(key, False) or exclusive
+            batch.append(call)
+        self._queue.extendleft(reversed(skipped))
+        return batch
 
     async def _write(self, batch: list[_Call]) -> None:
         try:
@@ -149,6 +185,6 @@ class GroupCommit:
                 future.set_result(row)
 
 
-def _settle(future: asyncio.Future[asyncpg.Record], exc: BaseException) -> None:
+def _settle(future: asyncio.Future[Any], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)

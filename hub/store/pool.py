@@ -21,7 +21,7 @@ from hub.store.shared_read import SharedReads
 from protocol.errors import RpcError, unavailable
 
 if TYPE_CHECKING:
-    from hub.store.group_commit import GroupCommit, WriteBatch
+    from hub.store.group_commit import GroupCommit, Locks, WriteBatch
 
 T = TypeVar("T")
 
@@ -153,26 +153,16 @@ class Store:
         async with self.connection() as conn:
             return await conn.fetchval(query, *args)
 
-    async def fetchrow_committed(self, query: str, *args: Any) -> asyncpg.Record:
-        """The one row of a one-statement change, run in autocommit and
-        committed together with concurrent runs of the same statement (see
-        :mod:`hub.store.group_commit`)."""
-        if self._pinned.get() is not None:
-            row = await self.fetchrow(query, *args)
-            assert row is not None
-            return row
-        from hub.store.group_commit import statement
-
-        return await self.group_commit(query, lambda: statement(query)).submit(*args)
-
-    def group_commit(self, key: str, writer: Callable[[], WriteBatch]) -> GroupCommit:
+    def group_commit(
+        self, key: str, writer: Callable[[], WriteBatch], locks: Locks | None = None
+    ) -> GroupCommit:
         """The :class:`~hub.store.group_commit.GroupCommit` named ``key``,
-        made with the batch writer ``writer()`` on first use."""
+        made with the batch writer ``writer()`` (and ``locks``) on first use."""
         group = self._groups.get(key)
         if group is None:
             from hub.store.group_commit import GroupCommit
 
-            group = self._groups[key] = GroupCommit(self, writer())
+            group = self._groups[key] = GroupCommit(self, writer(), locks=locks)
         return group
 
     async def read_shared(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:

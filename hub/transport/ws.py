@@ -100,6 +100,8 @@ class AgentSession:
         """Receive only these event types from now on (None: all)."""
         self._topics = subscription
         self._wants = topics.matcher(subscription)
+        # The relay filters live events (see hub.bus.relay); the replay here.
+        self.hub.relay.refilter(self._channel, self.on_event, self._wants)
         return subscription
 
     # -- outgoing ---------------------------------------------------------
@@ -118,8 +120,6 @@ class AgentSession:
         recipients = message.get("recipients")
         agent_id = self.actor.agent_id
         if recipients is not None and agent_id is not None and agent_id not in recipients:
-            return
-        if self._wants is not None and not self._wants(message["type"]):
             return
         if self._replay_buffer is not None:
             self._replay_buffer.append(message)
@@ -266,7 +266,9 @@ class AgentSession:
             self._cursor = cursor
             self._replay_buffer = []
             self._gap = True
-        await self.hub.relay.add(self._channel, self.on_event, on_gap=self.on_gap)
+        await self.hub.relay.add(
+            self._channel, self.on_event, on_gap=self.on_gap, wants=self._wants
+        )
         if self.actor.agent_id is not None:
             try:
                 await presence.session_opened(self.hub, self.actor, self.id)
