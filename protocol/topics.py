@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 TOPIC_RE = re.compile(r"^(\*|[a-z_]+(\.[a-z_]+)*)$")
 MAX_TOPICS = 32
@@ -36,12 +37,22 @@ def check(topics: Sequence[str]) -> list[str]:
 
 
 def matcher(topics: Sequence[str] | None) -> Matcher | None:
-    """A test for event types, or None when every type passes."""
+    """A test for event types, or None when every type passes. Equal
+    subscriptions get the same test (the hub groups its listeners by it)."""
     if topics is None or "*" in topics:
         return None
-    exact = frozenset(topics)
-    families = tuple(f"{t}." for t in topics)
-    return lambda type_: type_ in exact or type_.startswith(families)
+    return _matcher(frozenset(topics))
+
+
+@lru_cache(maxsize=1024)
+def _matcher(topics: frozenset[str]) -> Matcher:
+    families = tuple(f"{t}." for t in sorted(topics))
+
+    @lru_cache(maxsize=256)
+    def wants(type_: str) -> bool:
+        return type_ in topics or type_.startswith(families)
+
+    return wants
 
 
 def parse_query(value: str) -> list[str]:
