@@ -12,7 +12,9 @@ group's filter runs once per message: a project's reservation traffic
 costs nothing for a team of sessions subscribed only to their mail and
 chat, however many there are. Listeners with equal subscriptions share
 a group if they share the filter object (:func:`protocol.topics.matcher`
-returns one per subscription).
+returns one per subscription). With a bus no other instance reads (the
+memory bus), publishers ask first (:meth:`Relay.wanted`) and skip building
+a message no listener here takes.
 
 Gaps: when the bus may have lost messages on a channel (the Redis reader
 had to reconnect, or an instance died between a commit and its publish),
@@ -80,6 +82,9 @@ class _Fanout:
         if not group:
             del self.groups[wants]
 
+    def takes(self, type_: str) -> bool:
+        return any(wants is None or wants(type_) for wants in self.groups)
+
     def deliver(self, channel: str, message: dict[str, Any]) -> None:
         type_ = message.get("type", "")
         for wants, group in tuple(self.groups.items()):
@@ -144,6 +149,15 @@ class Relay:
             yield
         finally:
             await self.remove(channel, listener)
+
+    def wanted(self, channel: str, type_: str) -> bool:
+        """Whether a message of this type on ``channel`` can reach anyone: a
+        listener here that takes it or, on a shared bus, another instance.
+        Publishers skip building what nobody would receive."""
+        if self.bus.shared:
+            return True
+        fanout = self._listeners.get(channel)
+        return fanout is not None and fanout.takes(type_)
 
     async def publish(self, channel: str, message: dict[str, Any]) -> None:
         self.deliver(channel, message)

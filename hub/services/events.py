@@ -147,7 +147,9 @@ async def change(hub: Hub, project_id: str) -> AsyncIterator[Change]:
 
 
 async def publish(hub: Hub, event: Event) -> None:
-    await hub.relay.publish(channel(event.project_id), event.bus_message())
+    name = channel(event.project_id)
+    if hub.relay.wanted(name, event.type):
+        await hub.relay.publish(name, event.bus_message())
 
 
 # -- one-statement changes (see the module doc) -------------------------------
@@ -184,7 +186,9 @@ async def publish_rows(
     """Publish the events a committed statement returned (rows whose event
     columns are NULL stored no event and are skipped)."""
     for row in rows:
-        if row[prefix + "seq"] is not None:
+        if row[prefix + "seq"] is not None and hub.relay.wanted(
+            channel(row[prefix + "project_id"]), row[prefix + "type"]
+        ):
             await publish(hub, Event.from_row(row, prefix))
 
 

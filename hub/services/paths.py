@@ -84,13 +84,7 @@ class Pattern:
         ancestor directory, exclusive on the pattern's own key (its file,
         or for a glob its directory). Two patterns that may overlap then
         always hold conflicting locks on some key."""
-        if self.is_glob:
-            own = "d:" + self.directory
-            ancestors = _ancestors(self.directory)[:-1]
-        else:
-            own = "f:" + self.path
-            ancestors = _ancestors(self.directory)
-        return [*((key, False) for key in ancestors), (own, True)]
+        return list(_lock_keys(self))
 
     @property
     def range_low(self) -> str:
@@ -183,7 +177,26 @@ def _compiled(regex: str) -> re.Pattern[str]:
 
 def parse(raw: object) -> Pattern:
     """Normalise and analyse one requested path."""
+    if isinstance(raw, str):
+        # Agents request the same paths over and over.
+        return _parse(raw)
     return pattern(normalise(raw))
+
+
+@lru_cache(maxsize=8192)
+def _parse(raw: str) -> Pattern:
+    return pattern(normalise(raw))
+
+
+@lru_cache(maxsize=8192)
+def _lock_keys(pattern: Pattern) -> tuple[tuple[str, bool], ...]:
+    if pattern.is_glob:
+        own = "d:" + pattern.directory
+        ancestors = _ancestors(pattern.directory)[:-1]
+    else:
+        own = "f:" + pattern.path
+        ancestors = _ancestors(pattern.directory)
+    return (*((key, False) for key in ancestors), (own, True))
 
 
 @lru_cache(maxsize=8192)
