@@ -7,14 +7,16 @@ instance's listeners at once, without a round trip through Redis; copies
 coming back from the bus with this instance's id are dropped.
 
 Filters: a listener may take only some message types (``wants``, a
-session's subscription). Listeners are grouped by their filter, and each
-group's filter runs once per message: a project's reservation traffic
-costs nothing for a team of sessions subscribed only to their mail and
-chat, however many there are. Listeners with equal subscriptions share
-a group if they share the filter object (:func:`protocol.topics.matcher`
-returns one per subscription). With a bus no other instance reads (the
-memory bus), publishers ask first (:meth:`Relay.wanted`) and skip building
-a message no listener here takes.
+session's subscription), and only what is addressed to its agent
+(``agent``: a message with ``recipients`` reaches those agents' listeners
+only). Listeners are grouped by their filter, and each group's filter runs
+once per message: a project's reservation traffic costs nothing for a team
+of sessions subscribed only to their mail and chat, and a mail reaches its
+recipient's sessions without visiting the rest of the team's. Listeners
+with equal subscriptions share a group if they share the filter object
+(:func:`protocol.topics.matcher` returns one per subscription). With a bus
+no other instance reads (the memory bus), publishers ask first
+(:meth:`Relay.wanted`) and skip building a message no listener here takes.
 
 Gaps: when the bus may have lost messages on a channel (the Redis reader
 had to reconnect, or an instance died between a commit and its publish),
@@ -61,36 +63,79 @@ def gap_signal(seconds: float) -> bytes:
 MAX_UNSENT = 10_000
 
 
+class _Group:
+    """The listeners that take the same message types: those that take a
+    message whoever it is addressed to, and those of one agent each (they
+    take what is addressed to the whole channel or to that agent)."""
+
+    __slots__ = ("by_agent", "everyone")
+
+    def __init__(self) -> None:
+        self.everyone: set[Listener] = set()
+        self.by_agent: dict[str, set[Listener]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.everyone or self.by_agent)
+
+    def listeners(self, recipients: list[str] | None) -> list[Listener]:
+        found = list(self.everyone)
+        if recipients is None:
+            for listeners in self.by_agent.values():
+                found.extend(listeners)
+        else:
+            for agent in recipients:
+                found.extend(self.by_agent.get(agent, ()))
+        return found
+
+    def reaches(self, recipients: list[str] | None) -> bool:
+        if self.everyone or (recipients is None and self.by_agent):
+            return True
+        return any(agent in self.by_agent for agent in recipients or ())
+
+
 class _Fanout:
     """One channel's listeners, grouped by what they want."""
 
     def __init__(self) -> None:
-        self.wants: dict[Listener, Wants | None] = {}
-        self.groups: dict[Wants | None, set[Listener]] = {}
+        self.entries: dict[Listener, tuple[Wants | None, str | None]] = {}
+        self.groups: dict[Wants | None, _Group] = {}
 
-    def add(self, listener: Listener, wants: Wants | None) -> None:
+    def add(self, listener: Listener, wants: Wants | None, agent: str | None) -> None:
         self.discard(listener)
-        self.wants[listener] = wants
-        self.groups.setdefault(wants, set()).add(listener)
+        self.entries[listener] = (wants, agent)
+        group = self.groups.get(wants)
+        if group is None:
+            group = self.groups[wants] = _Group()
+        if agent is None:
+            group.everyone.add(listener)
+        else:
+            group.by_agent.setdefault(agent, set()).add(listener)
 
     def discard(self, listener: Listener) -> None:
-        if listener not in self.wants:
+        if listener not in self.entries:
             return
-        wants = self.wants.pop(listener)
+        wants, agent = self.entries.pop(listener)
         group = self.groups[wants]
-        group.discard(listener)
+        if agent is None:
+            group.everyone.discard(listener)
+        else:
+            mine = group.by_agent[agent]
+            mine.discard(listener)
+            if not mine:
+                del group.by_agent[agent]
         if not group:
             del self.groups[wants]
 
-    def takes(self, type_: str) -> bool:
-        return any(wants is None or wants(type_) for wants in self.groups)
+    def _groups_for(self, type_: str) -> list[_Group]:
+        return [g for wants, g in self.groups.items() if wants is None or wants(type_)]
+
+    def reaches(self, type_: str, recipients: list[str] | None) -> bool:
+        return any(group.reaches(recipients) for group in self._groups_for(type_))
 
     def deliver(self, channel: str, message: dict[str, Any]) -> None:
-        type_ = message.get("type", "")
-        for wants, group in tuple(self.groups.items()):
-            if wants is not None and not wants(type_):
-                continue
-            for listener in tuple(group):
+        recipients = message.get("recipients")
+        for group in self._groups_for(message.get("type", "")):
+            for listener in group.listeners(recipients):
                 try:
                     listener(message)
                 except Exception:
@@ -112,23 +157,26 @@ class Relay:
         listener: Listener,
         on_gap: GapHandler | None = None,
         wants: Wants | None = None,
+        agent: str | None = None,
     ) -> None:
         """``on_gap`` is called (in the event loop, must not block) when
         messages on ``channel`` may have been lost on the way here;
-        ``wants`` filters the messages by type."""
+        ``wants`` filters the messages by type; with ``agent``, the
+        listener gets only messages for the whole channel (``recipients``
+        None) or addressed to that agent."""
         if on_gap is not None:
             self._gap_handlers[listener] = on_gap
         fanout = self._listeners.get(channel)
         if fanout is None:
             fanout = self._listeners[channel] = _Fanout()
             await self.bus.subscribe(channel)
-        fanout.add(listener, wants)
+        fanout.add(listener, wants, agent)
 
     def refilter(self, channel: str, listener: Listener, wants: Wants | None) -> None:
         """Change what a listener already on ``channel`` takes."""
         fanout = self._listeners.get(channel)
-        if fanout is not None and listener in fanout.wants:
-            fanout.add(listener, wants)
+        if fanout is not None and listener in fanout.entries:
+            fanout.add(listener, wants, fanout.entries[listener][1])
 
     async def remove(self, channel: str, listener: Listener) -> None:
         self._gap_handlers.pop(listener, None)
@@ -136,7 +184,7 @@ class Relay:
         if fanout is None:
             return
         fanout.discard(listener)
-        if not fanout.wants:
+        if not fanout.entries:
             del self._listeners[channel]
             await self.bus.unsubscribe(channel)
 
@@ -150,14 +198,15 @@ class Relay:
         finally:
             await self.remove(channel, listener)
 
-    def wanted(self, channel: str, type_: str) -> bool:
-        """Whether a message of this type on ``channel`` can reach anyone: a
-        listener here that takes it or, on a shared bus, another instance.
-        Publishers skip building what nobody would receive."""
+    def wanted(self, channel: str, type_: str, recipients: list[str] | None = None) -> bool:
+        """Whether a message of this type (and these recipients) on
+        ``channel`` can reach anyone: a listener here that takes it or, on a
+        shared bus, another instance. Publishers skip building what nobody
+        would receive."""
         if self.bus.shared:
             return True
         fanout = self._listeners.get(channel)
-        return fanout is not None and fanout.takes(type_)
+        return fanout is not None and fanout.reaches(type_, recipients)
 
     async def publish(self, channel: str, message: dict[str, Any]) -> None:
         self.deliver(channel, message)
@@ -201,7 +250,7 @@ class Relay:
 
     def on_gap(self, channel: str, seconds: float) -> None:
         fanout = self._listeners.get(channel)
-        for listener in tuple(fanout.wants if fanout is not None else ()):
+        for listener in tuple(fanout.entries if fanout is not None else ()):
             handler = self._gap_handlers.get(listener)
             if handler is None:
                 continue

@@ -148,7 +148,7 @@ async def change(hub: Hub, project_id: str) -> AsyncIterator[Change]:
 
 async def publish(hub: Hub, event: Event) -> None:
     name = channel(event.project_id)
-    if hub.relay.wanted(name, event.type):
+    if hub.relay.wanted(name, event.type, event.recipients):
         await hub.relay.publish(name, event.bus_message())
 
 
@@ -187,7 +187,7 @@ async def publish_rows(
     columns are NULL stored no event and are skipped)."""
     for row in rows:
         if row[prefix + "seq"] is not None and hub.relay.wanted(
-            channel(row[prefix + "project_id"]), row[prefix + "type"]
+            channel(row[prefix + "project_id"]), row[prefix + "type"], row[prefix + "recipients"]
         ):
             await publish(hub, Event.from_row(row, prefix))
 

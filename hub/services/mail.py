@@ -67,19 +67,13 @@ def _message_view(row: Any) -> dict[str, Any]:
 # -- send -------------------------------------------------------------------
 
 # Concurrent sends are written together (hub.store.group_commit): one call
-# of mail_send_batch (migration 0010) writes a whole batch in one statement,
+# of mail_send_batch (migrations 0010, 0012) writes a whole batch in one statement,
 # in autocommit: each message's recipients resolved, then the messages,
 # their deliveries and their ``mail`` events, committed when it returns
 # (see hub.services.events). A message is written only if every alias/id
 # it names exists in its project and its thread (if any) does; the caller
 # then reads what was missing from its row.
-_SEND_BATCH = """
-SELECT * FROM mail_send_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-"""
-
-#: The per-message fields of a send, in the order of mail_send_batch's
-#: first arguments; then come its aliases and its agent ids.
-_FIELDS = 9
+_SEND_BATCH = "SELECT * FROM mail_send_batch($1)"
 
 
 async def write_sends(
@@ -87,21 +81,9 @@ async def write_sends(
 ) -> list[asyncpg.Record]:
     """Write a batch of sends, each ``(message_id, project_id, from_agent_id,
     from_alias, subject, body, priority, thread_id, to_all, aliases,
-    agent_ids)``, in one statement: one row per send, in order."""
-    columns: list[list[Any]] = [[send[k] for send in sends] for k in range(_FIELDS)]
-    aliases: list[str] = []
-    agent_ids: list[str] = []
-    ranges: list[list[int]] = [[], [], [], []]
-    for send in sends:
-        for names, given, (low, high) in (
-            (aliases, send[_FIELDS], (ranges[0], ranges[1])),
-            (agent_ids, send[_FIELDS + 1], (ranges[2], ranges[3])),
-        ):
-            # 1-based and inclusive, as PostgreSQL slices arrays.
-            low.append(len(names) + 1)
-            names.extend(given)
-            high.append(len(names))
-    return list(await conn.fetch(_SEND_BATCH, *columns, aliases, agent_ids, *ranges))
+    agent_ids)``, in one statement (the batch as one jsonb value, migration
+    0012): one row per send, in order."""
+    return list(await conn.fetch(_SEND_BATCH, sends))
 
 
 def _refusal(row: Any, aliases: list[str], agent_ids: list[str], thread: str | None) -> RpcError:

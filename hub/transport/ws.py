@@ -267,7 +267,11 @@ class AgentSession:
             self._replay_buffer = []
             self._gap = True
         await self.hub.relay.add(
-            self._channel, self.on_event, on_gap=self.on_gap, wants=self._wants
+            self._channel,
+            self.on_event,
+            on_gap=self.on_gap,
+            wants=self._wants,
+            agent=self.actor.agent_id,
         )
         if self.actor.agent_id is not None:
             try:
