@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from hub.store import Store
-from hub.store.group_commit import GroupCommit, statement
+from hub.store.group_commit import GroupCommit
 from tests.support import create_database, drop_database
 
 _INSERT = """
@@ -20,9 +20,14 @@ RETURNING n, 100 / divisor AS share, txid_current() AS tx
 """
 
 
+async def write_inserts(conn: asyncpg.Connection, calls: list[tuple[Any, ...]]) -> list[Any]:
+    """A batch writer: _INSERT once per call, pipelined in one transaction."""
+    return list(await conn.fetchmany(_INSERT, calls))
+
+
 def insert(store: Store, n: int, divisor: int) -> Any:
     """One grouped run of _INSERT: its row, once committed."""
-    return store.group_commit("insert", lambda: statement(_INSERT)).submit(n, divisor)
+    return store.group_commit("insert", lambda: write_inserts).submit(n, divisor)
 
 
 @pytest.fixture

@@ -1,16 +1,14 @@
-"""Group commit: concurrent runs of one statement share a round trip and a commit.
+"""Group commit: concurrent writes share a round trip and a commit.
 
 Under load, a write that is one statement in autocommit (a mail send, a
 reservation acquire or release) spends most of its database time on what
 surrounds the statement rather than on the statement: a round trip, waking
-the backend, and a commit that flushes the WAL. :class:`GroupCommit` queues
-the calls that arrive while earlier ones are being written and sends the
-queue as one pipelined batch (asyncpg's ``fetchmany``: every execution's
-Bind/Execute, then a single Sync), which PostgreSQL runs in one implicit
-transaction and commits once. A service can instead give a batch writer
-that writes the whole batch with one set-based statement (mail and
-reservations do), which also saves PostgreSQL setting up the statement
-once per call.
+the backend, setting the statement up, and a commit that flushes the WAL.
+:class:`GroupCommit` queues the calls that arrive while earlier ones are
+being written and hands the queue to the service's batch writer, which
+writes the whole batch on one connection in one statement (one implicit
+transaction, one commit): mail's ``mail_send_batch``, the reservations'
+``reservation_acquire_batch`` and ``reservation_release_batch``.
 
 Behaviour a caller can rely on:
 
@@ -25,9 +23,8 @@ Behaviour a caller can rely on:
   race with a delete), nothing of it was committed and every call of it is
   run again on its own, so each gets its own row or its own exception.
   A call whose batch failed because the database went away gets that error.
-- **One result per call, in order.** A statement run per call must return
-  exactly one row (``SELECT ... FROM (SELECT) one LEFT JOIN ...``); a batch
-  writer returns one result per call, in the calls' order.
+- **One result per call, in order.** A batch writer returns one result
+  per call, in the calls' order.
 - **Calls that collide are never batched together** (optional ``locks``:
   the ``(key, exclusive)`` locks each call takes). A call that wants a key
   some call of the batch holds, exclusively on either side, waits for a
@@ -70,20 +67,6 @@ _Call = tuple[tuple[Any, ...], "asyncio.Future[Any]"]
 WriteBatch = Callable[[asyncpg.Connection, list[tuple[Any, ...]]], Awaitable[Sequence[Any]]]
 #: The ``(key, exclusive)`` locks a call (its arguments) takes.
 Locks = Callable[[tuple[Any, ...]], Iterable[tuple[Hashable, bool]]]
-
-
-def statement(query: str) -> WriteBatch:
-    """The batch writer of a one-row statement: one execution per call,
-    pipelined (``fetchmany``) in one implicit transaction."""
-
-    async def write(
-        conn: asyncpg.Connection, calls: list[tuple[Any, ...]]
-    ) -> Sequence[asyncpg.Record]:
-        if len(calls) == 1:
-            return [await conn.fetchrow(query, *calls[0])]
-        return list(await conn.fetchmany(query, calls))
-
-    return write
 
 
 class GroupCommit:
