@@ -23,6 +23,7 @@ import uvicorn
 
 from hub.app import create_app
 from hub.config import Settings
+from hub.services.context import Actor
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_DSN = os.environ.get("BEADHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -136,6 +137,17 @@ async def onboard(
         response = await client.post("/v1/init", json=body)
     response.raise_for_status()
     return response.json()  # type: ignore[no-any-return]
+
+
+def actor_of(agent: dict[str, Any]) -> Actor:
+    """The service-layer caller for an agent ``onboard`` returned."""
+    return Actor(
+        project_id=agent["project_id"],
+        project_slug=agent["project_slug"],
+        agent_id=agent["agent_id"],
+        alias=agent["alias"],
+        human_name=agent["human_name"],
+    )
 
 
 class HubProcess:

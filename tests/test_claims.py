@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
 from hub.services import beads, claims
-from hub.services.context import Actor
 from protocol.client import HubClient
 from protocol.errors import ErrorCode, RpcError
-from tests.support import RunningHub, onboard, unique
+from tests.support import RunningHub, actor_of, onboard, unique
 from tests.test_beads import issue, jsonl
-
-
-def actor_of(agent: dict[str, Any]) -> Actor:
-    return Actor(
-        project_id=agent["project_id"],
-        project_slug=agent["project_slug"],
-        agent_id=agent["agent_id"],
-        alias=agent["alias"],
-        human_name=agent["human_name"],
-    )
 
 
 async def test_fifty_agents_race_for_one_issue_and_exactly_one_wins(hub_server, slug):

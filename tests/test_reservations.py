@@ -25,7 +25,7 @@ from hub.services.paths import parse as parse_path
 from hub.store import group_commit
 from protocol.client import HubClient
 from protocol.errors import ErrorCode, RpcError
-from tests.support import RunningHub, onboard, unique
+from tests.support import RunningHub, actor_of, onboard, unique
 
 
 def on(path: str):
@@ -430,15 +430,6 @@ async def stored_events(server: RunningHub, project_id: str, after: int) -> list
         " AND type LIKE 'reservation.%' ORDER BY seq",
         project_id,
         after,
-    )
-
-
-def actor_of(agent: dict[str, Any]) -> Actor:
-    return Actor(
-        project_id=agent["project_id"],
-        project_slug=agent["project_slug"],
-        agent_id=agent["agent_id"],
-        alias=agent["alias"],
     )
 
 
