@@ -9,6 +9,9 @@ import gc
 import logging
 import sys
 from pathlib import Path
+from typing import Any
+
+import uvicorn
 
 from hub.config import Settings
 
@@ -52,25 +55,34 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_THRESHOLD, 20, 20)
 
 
-def serve(settings: Settings) -> None:
-    import uvicorn
+#: uvicorn's WebSocket protocol with the agent sessions' shortcut past ASGI.
+WS_PROTOCOL = "hub.transport.ws_protocol:DirectWebSocketProtocol"
 
+
+def uvicorn_config(settings: Settings, app: Any, **overrides: Any) -> uvicorn.Config:
+    """How ``beadhub serve`` runs ``app`` (the tests use the same)."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "ws": WS_PROTOCOL,
+        "ws_max_size": settings.ws_max_frame_bytes,
+        "ws_ping_interval": settings.ws_ping_interval,
+        "ws_ping_timeout": settings.ws_ping_timeout,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 5,
+        **overrides,
+    }
+    return uvicorn.Config(app, **options)
+
+
+def serve(settings: Settings) -> None:
     from hub.app import create_app
 
     _raise_fd_limit()
     _tune_gc()
 
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        ws_max_size=settings.ws_max_frame_bytes,
-        ws_ping_interval=settings.ws_ping_interval,
-        ws_ping_timeout=settings.ws_ping_timeout,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
+    config = uvicorn_config(settings, create_app(settings))
     # uvicorn re-raises the Ctrl-C it already handled by shutting down
     # cleanly; that is a normal exit.
     with contextlib.suppress(KeyboardInterrupt):

@@ -22,6 +22,7 @@ import httpx
 import uvicorn
 
 from hub.app import create_app
+from hub.cli import uvicorn_config
 from hub.config import Settings
 from hub.services.context import Actor
 
@@ -84,19 +85,20 @@ class RunningHub:
 
 
 @contextlib.asynccontextmanager
-async def running_hub(**overrides: Any) -> AsyncIterator[RunningHub]:
-    """A real uvicorn server in this event loop, on a free loopback port."""
+async def running_hub(
+    server_options: dict[str, Any] | None = None, **overrides: Any
+) -> AsyncIterator[RunningHub]:
+    """A real uvicorn server in this event loop, on a free loopback port,
+    configured as ``beadhub serve`` configures it (``server_options``:
+    uvicorn options to change)."""
     settings = Settings(host="127.0.0.1", port=free_port(), **overrides)
     app = create_app(settings)
-    config = uvicorn.Config(
+    config = uvicorn_config(
+        settings,
         app,
-        host=settings.host,
-        port=settings.port,
         log_level=os.environ.get("BEADHUB_TEST_LOG", "warning"),
-        lifespan="on",
-        ws_max_size=settings.ws_max_frame_bytes,
-        ws_ping_interval=settings.ws_ping_interval,
-        ws_ping_timeout=settings.ws_ping_timeout,
+        timeout_graceful_shutdown=None,
+        **(server_options or {}),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

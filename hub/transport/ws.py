@@ -45,6 +45,7 @@ from hub.services import auth, events, presence
 from hub.services.context import Actor, Hub
 from hub.store import database_unavailable
 from hub.transport.rpc import Call, dispatch
+from hub.transport.ws_protocol import EXTENSION, DirectWebSocketProtocol
 from protocol import jsonrpc, topics
 from protocol.errors import ErrorCode, RpcError
 
@@ -81,6 +82,13 @@ class AgentSession:
         self.actor = actor
         self.websocket = websocket
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        #: Frames handed to the writer task and not written yet: while
+        #: there are any, a new frame queues behind them.
+        self._unsent = 0
+        #: The server's shortcut past ASGI for frames, when it offers one
+        #: (hub.transport.ws_protocol).
+        extensions = websocket.scope.get("extensions") or {}
+        self._direct: DirectWebSocketProtocol | None = extensions.get(EXTENSION)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._replay_buffer: list[dict[str, Any]] | None = None
         self._closing = False
@@ -109,11 +117,15 @@ class AgentSession:
     def send(self, frame: str) -> None:
         if self._closing:
             return
-        if self._queue.qsize() >= MAX_QUEUED:
+        direct = self._direct
+        if direct is not None and not self._unsent and direct.try_send(frame):
+            return
+        if self._unsent >= MAX_QUEUED:
             logger.warning("session %s is %d frames behind; closing", self.id, MAX_QUEUED)
             self._closing = True
             self._queue.put_nowait(None)
             return
+        self._unsent += 1
         self._queue.put_nowait(frame)
 
     def on_event(self, message: dict[str, Any]) -> None:
@@ -139,6 +151,7 @@ class AgentSession:
                 await self.websocket.close(code=1013)
                 return
             await self.websocket.send_text(frame)
+            self._unsent -= 1
 
     # -- resume -------------------------------------------------------------
 
@@ -245,6 +258,8 @@ class AgentSession:
             self.send(jsonrpc.error(request_id, error).decode())
 
     def start_request(self, raw: str | bytes) -> None:
+        if self._closing:
+            return
         if len(self._in_flight) >= MAX_IN_FLIGHT:
             error = RpcError(
                 ErrorCode.RATE_LIMITED, f"more than {MAX_IN_FLIGHT} requests in flight"
@@ -292,6 +307,9 @@ class AgentSession:
             if self._catch_up_task is not None:
                 # Replay before serving requests, as the client expects.
                 await self._catch_up_task
+            if self._direct is not None:
+                # Later requests skip ASGI; receive() still reports the end.
+                self._direct.deliver_to(self.start_request)
             while True:
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
