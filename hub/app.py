@@ -24,6 +24,7 @@ from hub.store import Store
 from hub.store.embedded import EmbeddedPostgres
 from hub.transport import http, ws
 from hub.transport import methods as _methods  # noqa: F401  (registers handlers)
+from hub.transport.routing import Router
 
 logger = logging.getLogger("beadhub")
 
@@ -79,11 +80,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     if STATIC_DIR.is_dir():
         routes.append(Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"))
-    return Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers={HTTPException: _http_error},
-    )
+    app = Starlette(exception_handlers={HTTPException: _http_error})
+    # Starlette's router with an exact-path table (hub.transport.routing);
+    # set before the first request, when Starlette builds its middleware
+    # stack around app.router.
+    app.router = Router(routes, lifespan=lifespan)
+    return app
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
