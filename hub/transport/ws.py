@@ -328,6 +328,8 @@ class AgentSession:
 
     async def close(self) -> None:
         self._closing = True
+        if self._direct is not None:
+            self._direct.deliver_to(None)
         await self.hub.relay.remove(self._channel, self.on_event)
         if self._catch_up_task is not None:
             self._catch_up_task.cancel()
