@@ -15,12 +15,14 @@ way out. This protocol offers the session, through the ASGI scope's
   ``send``, which waits.
 
 Everything else (handshake, keepalive pings, close, size limits) is
-uvicorn's. The subclass reads some of uvicorn's attributes (``frames``,
-``close_sent``, ``writable``, ``conn``, ``transport``), so pyproject.toml
-bounds uvicorn's version and ``tests/test_ws_transport.py`` checks the
-shortcut is in use. The app works the same without the extension, under any ASGI
+uvicorn's. The app works the same without the extension, under any ASGI
 server (:mod:`hub.transport.ws` checks for it). ``beadhub serve`` selects
 this class with uvicorn's ``ws=`` option (:func:`hub.cli.uvicorn_config`).
+
+The subclass reads some of uvicorn's attributes (``frames``,
+``close_sent``, ``writable``, ``conn``, ``transport``), so pyproject.toml
+bounds uvicorn's version and ``tests/test_ws_transport.py`` checks that
+the shortcut is in use.
 """
 
 from __future__ import annotations
