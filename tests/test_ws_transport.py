@@ -195,3 +195,28 @@ async def test_sessions_work_under_a_plain_asgi_websocket_server(plain_server, s
     assert subjects == [f"m{i}" for i in range(20)]
     await client.close()
     await sender.close()
+
+
+async def test_a_frame_never_overtakes_frames_still_waiting(hub_server, slug):
+    # Deterministic form of the race the slow-reader test can only
+    # sample: the transport resumes, and in the same loop turn a new frame
+    # is sent before the writer task has written the ones that waited.
+    reader = await onboard(hub_server.http_url, slug, "reader")
+    async with connect(hub_server.ws_url + "/v1/ws", additional_headers=_headers(reader)) as ws:
+        await ws.send('{"jsonrpc": "2.0", "id": 1, "method": "session.ping"}')
+        while orjson.loads(await asyncio.wait_for(ws.recv(), 5)).get("id") != 1:
+            pass  # events before the answer
+        protocol = _server_side(hub_server, ws)
+        assert protocol.on_message is not None
+        session = protocol.on_message.__self__  # type: ignore[attr-defined]
+        protocol.pause_writing()
+        session.send('{"n": 1}')
+        session.send('{"n": 2}')
+        protocol.resume_writing()
+        session.send('{"n": 3}')
+        received: list[int] = []
+        while len(received) < 3:
+            frame = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+            if "n" in frame:
+                received.append(frame["n"])
+    assert received == [1, 2, 3]
