@@ -147,6 +147,8 @@ async def change(hub: Hub, project_id: str) -> AsyncIterator[Change]:
 
 
 async def publish(hub: Hub, event: Event) -> None:
+    """Announce a committed event, unless nobody could receive it
+    (Relay.wanted)."""
     name = channel(event.project_id)
     if hub.relay.wanted(name, event.type, event.recipients):
         await hub.relay.publish(name, event.bus_message())
@@ -186,10 +188,12 @@ async def publish_rows(
     """Publish the events a committed statement returned (rows whose event
     columns are NULL stored no event and are skipped)."""
     for row in rows:
-        if row[prefix + "seq"] is not None and hub.relay.wanted(
-            channel(row[prefix + "project_id"]), row[prefix + "type"], row[prefix + "recipients"]
-        ):
-            await publish(hub, Event.from_row(row, prefix))
+        if row[prefix + "seq"] is None:
+            continue
+        # As publish(), but an event nobody could receive is not even built.
+        name = channel(row[prefix + "project_id"])
+        if hub.relay.wanted(name, row[prefix + "type"], row[prefix + "recipients"]):
+            await hub.relay.publish(name, Event.from_row(row, prefix).bus_message())
 
 
 async def record(

@@ -24,8 +24,8 @@ predates its locks): acquiring is one call of the plpgsql function
 ``reservation_acquire_batch``, whose statements each take a fresh snapshot
 under READ COMMITTED. It takes the locks, checks, inserts or renews, and
 stores the events, in autocommit: one round trip, committed when it
-returns. A release is one statement (DELETE and event inserts in CTEs, as
-:mod:`hub.services.events` describes). Both build their event payloads in
+returns. Releasing is one call of ``reservation_release_batch`` (DELETE
+and event inserts). Both build their event payloads in
 SQL (``reservation_event_data``: what :func:`_event_data` builds for renew,
 revoke and expiry). Events are published after the commit.
 
