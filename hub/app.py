@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from hub import metrics
 from hub.bus import create_bus
 from hub.bus.relay import Relay
 from hub.config import Settings
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await store.open()
         await bus.connect()
         app.state.hub = hub
+        metrics.watch(hub)
         reservations.start(hub)
         logger.info(
             "beadhub instance %s ready (bus %s)",
@@ -68,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            metrics.unwatch(hub)
             await reservations.stop(hub)
             await bus.disconnect()
             await store.close()

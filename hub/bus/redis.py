@@ -50,6 +50,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
 
+from hub import metrics
 from hub.bus.base import Bus
 from hub.bus.relay import gap_signal
 
@@ -324,6 +325,7 @@ class RedisBus(Bus):
 
     def _report_gap(self, seconds: float) -> None:
         """Messages of the last ``seconds`` may be missing on every channel."""
+        metrics.BUS_GAPS.inc()
         signal = gap_signal(seconds)
         for channel in list(self._channels):
             try:

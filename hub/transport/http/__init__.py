@@ -17,6 +17,7 @@ from hub.transport.http import (  # noqa: F401  (register routes)
     beads,
     governance,
     messaging,
+    monitoring,
     onboarding,
     openapi,
     reservations,

@@ -18,6 +18,7 @@ model whose required fields are all present.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from hub import logs, metrics
 from hub.services.context import Actor, Hub
 from hub.transport.http.base import (
     ORJSONResponse,
@@ -37,7 +39,7 @@ from hub.transport.http.base import (
     read_query,
 )
 from hub.transport.rpc import parse_params
-from protocol.errors import invalid_params
+from protocol.errors import RpcError, invalid_params
 
 Handler = Callable[..., Awaitable[Any]]
 
@@ -164,11 +166,17 @@ def _dispatcher(ops: dict[str, Operation]) -> Callable[[Request], Awaitable[Resp
 
 
 def _runner(op: Operation) -> Callable[[Request], Awaitable[Response]]:
-    @endpoint
-    async def run(request: Request) -> Response:
+    #: Routes are named by verb and path template in metrics and logs.
+    label = f"{op.method} {op.path}"
+    timer = metrics.METHOD_SECONDS.child(label, "http")
+
+    async def serve(request: Request, context: logs.CallContext) -> Response:
         # Authenticate before reading the body: an anonymous caller learns
         # nothing about the shape of a route's input.
         actor = await actor_of(request) if op.auth else None
+        if actor is not None:
+            context.project = actor.project_slug
+            context.agent = actor.alias
         call = HttpCall(hub_of(request), actor, request)
         kwargs: dict[str, Any] = {}
         if op.bodies:
@@ -181,6 +189,21 @@ def _runner(op: Operation) -> Callable[[Request], Awaitable[Response]]:
         if isinstance(result, Response):
             return result
         return ORJSONResponse(result, status_code=op.status)
+
+    @endpoint
+    async def run(request: Request) -> Response:
+        started = time.perf_counter()
+        # This request's task: its lines, and uvicorn's access line, name it.
+        context = logs.CallContext("", "", label, started)
+        logs.CALL.set(context)
+        try:
+            response = await serve(request, context)
+        except RpcError as exc:
+            timer.observe(time.perf_counter() - started)
+            metrics.METHOD_ERRORS.labels(label, "http", str(int(exc.code))).inc()
+            raise
+        timer.observe(time.perf_counter() - started)
+        return response
 
     run.__name__ = op.name
     return run
