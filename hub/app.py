@@ -19,7 +19,7 @@ from hub import metrics
 from hub.bus import create_bus
 from hub.bus.relay import Relay
 from hub.config import Settings
-from hub.services import presence, reservations
+from hub.services import escalations, presence, reservations, webhooks
 from hub.services.context import Hub
 from hub.store import Store
 from hub.store.embedded import EmbeddedPostgres
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.hub = hub
         metrics.watch(hub)
         reservations.start(hub)
+        escalations.start(hub)
         logger.info(
             "beadhub instance %s ready (bus %s)",
             settings.instance_id,
@@ -72,6 +73,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             metrics.unwatch(hub)
             await reservations.stop(hub)
+            await escalations.stop(hub)
+            await webhooks.stop(hub)
             await bus.disconnect()
             await store.close()
             if embedded is not None:

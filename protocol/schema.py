@@ -11,6 +11,9 @@ ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 Alias = Annotated[str, StringConstraints(pattern=ALIAS_RE.pattern)]
+#: Whom mail and chat go to: an agent's alias, or a human as ``human:<name>``.
+RECIPIENT_RE = re.compile(r"^(?:human:[^\x00-\x1f:]{1,64}|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$")
+Recipient = Annotated[str, StringConstraints(pattern=RECIPIENT_RE.pattern)]
 Slug = Annotated[str, StringConstraints(pattern=SLUG_RE.pattern)]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
 Text = Annotated[str, StringConstraints(max_length=4000)]

@@ -141,6 +141,14 @@ async def onboard(
     return response.json()  # type: ignore[no-any-return]
 
 
+async def human_ticket(base_url: str, agent: dict[str, Any]) -> str:
+    """A dashboard ticket: the human of ``agent`` signed in on the page."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        response = await client.post("/v1/auth/ticket", json={"api_key": agent["api_key"]})
+    response.raise_for_status()
+    return str(response.json()["ticket"])
+
+
 def actor_of(agent: dict[str, Any]) -> Actor:
     """The service-layer caller for an agent ``onboard`` returned."""
     return Actor(

@@ -37,7 +37,7 @@ from typing import Any
 
 import asyncpg
 
-from hub.services import clock, events, mail
+from hub.services import clock, events, humans, mail, webhooks
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from hub.services.mail import check_body, parse_id
@@ -256,12 +256,22 @@ def _member(parts: list[asyncpg.Record], agent_id: str, session_id: str) -> asyn
     raise _not_member(session_id)
 
 
-async def _open(conn: asyncpg.Connection, actor: Actor, agent_id: str, aliases: list[str]) -> str:
+async def _open(
+    hub: Hub, conn: asyncpg.Connection, actor: Actor, agent_id: str, aliases: list[str]
+) -> str:
     """The session of exactly the caller and these agents, created if new."""
     wanted = list(dict.fromkeys(aliases))
     rows = await conn.fetch(_AGENTS_BY_ALIAS, actor.project_id, wanted)
     found = {r["alias"]: r["id"] for r in rows}
     missing = [a for a in wanted if a not in found]
+    if missing:
+        # A human (human:<name>) gets its inbox row on first use.
+        named = await humans.resolve(hub, actor.project_id, missing)
+        if len(named) == len(missing):
+            rows = await conn.fetch(_AGENTS_BY_ALIAS, actor.project_id, list(named.values()))
+            ids = {r["alias"]: r["id"] for r in rows}
+            found.update({a: ids[h] for a, h in named.items() if h in ids})
+            missing = [a for a in wanted if a not in found]
     if missing:
         raise not_found(
             f"no agent {missing[0]!r} in this project", missing=missing, alias=missing[0]
@@ -469,7 +479,7 @@ async def send(
 
     ``status`` is ``sent`` without a wait, else ``replied``, ``timeout`` or
     ``target_left``."""
-    agent_id = actor.require_agent()
+    agent_id = await mail.mailbox(hub, actor)
     check_body(hub, body)
     if not body:
         raise invalid_params("the body is empty")
@@ -484,6 +494,8 @@ async def send(
     async with listener.listening() if listener else contextlib.nullcontext():
         sent, parts = await _store(hub, actor, agent_id, body, to, sid, wait, hang_on, leaving)
         targets = {p["agent_id"]: p["alias"] for p in parts if p["agent_id"] != agent_id}
+        if not actor.is_human and any(humans.is_human_alias(a) for a in targets.values()):
+            await _tell_humans(hub, actor, sent, body, targets)
         online = await _online(hub, actor.project_id, parts)
         sent["targets_connected"] = [a for i, a in targets.items() if i in online]
         sent["targets_left"] = [
@@ -499,6 +511,22 @@ async def send(
         finally:
             await deadline.clear()
     return {**sent, **outcome}
+
+
+async def _tell_humans(
+    hub: Hub, actor: Actor, sent: dict[str, Any], body: str, targets: dict[str, str]
+) -> None:
+    """An agent wrote to a human: the project's webhooks may say so outside
+    the page."""
+    data = {
+        "session_id": sent["session_id"],
+        "message_id": sent["message_id"],
+        "from_alias": actor.alias,
+        "to": sorted(targets.values()),
+        "body": body,
+        "timestamp": sent["timestamp"],
+    }
+    await webhooks.notify(hub, actor.project_id, "chat.human", data)
 
 
 async def _store(
@@ -590,7 +618,7 @@ async def _store_opening(
     assert to is not None
     extends = HANG_ON_EXTENSION_SECONDS if hang_on else 0
     async with events.change(hub, actor.project_id) as tx:
-        session_id = await _open(tx.conn, actor, agent_id, to)
+        session_id = await _open(hub, tx.conn, actor, agent_id, to)
         parts = await tx.conn.fetch(_PARTICIPANTS, session_id, actor.project_id)
         _member(parts, agent_id, session_id)
         row = await tx.conn.fetchrow(
@@ -670,7 +698,7 @@ async def mark_read(
     """Mark the conversation read up to a message (all of it without one)
     and tell the other participants (a ``chat.read`` receipt). A sender
     waiting for an answer waits ``READ_EXTENSION_SECONDS`` longer."""
-    agent_id = actor.require_agent()
+    agent_id = await mail.mailbox(hub, actor)
     sid = parse_id(session_id, "session_id")
     up_to = parse_id(up_to_message_id, "up_to_message_id") if up_to_message_id else None
     async with events.change(hub, actor.project_id) as tx:
@@ -735,21 +763,31 @@ async def history(
 ) -> dict[str, Any]:
     """The conversation's last ``limit`` messages, oldest first. Reading
     history does not mark anything read (``mark_read`` does)."""
-    agent_id = actor.require_agent()
+    agent_id = await mail.mailbox(hub, actor)
     sid = parse_id(session_id, "session_id")
     parts = await hub.store.fetch(_PARTICIPANTS, sid, actor.project_id)
-    me = _member(parts, agent_id, sid)
-    read_seq = me["last_read_seq"]
+    if actor.is_human and parts and not any(p["agent_id"] == agent_id for p in parts):
+        # The dashboard's message centre reads every conversation.
+        read_seq = 0
+    else:
+        read_seq = _member(parts, agent_id, sid)["last_read_seq"]
     rows = await hub.store.fetch(
         _HISTORY, sid, actor.project_id, unread_only, read_seq, agent_id, limit + 1
     )
     has_more = len(rows) > limit
     messages = [_message_view(r, read_seq, agent_id) for r in reversed(rows[:limit])]
+    now = clock.now()
     return {
         "session_id": sid,
         "participants": _participant_list(parts),
         "messages": messages,
         "has_more": has_more,
+        # Who blocks in send-and-wait here, on the others, until when.
+        "waiting": [
+            {"alias": p["alias"], "waiting_until": iso(p["waiting_until"])}
+            for p in parts
+            if p["waiting_until"] is not None and p["waiting_until"] > now
+        ],
     }
 
 
@@ -808,7 +846,7 @@ def _conversation(row: Any) -> dict[str, Any]:
 async def pending(hub: Hub, actor: Actor) -> dict[str, Any]:
     """Conversations with messages the caller has not read, and whether
     someone there is waiting for the caller's answer (and how long)."""
-    agent_id = actor.require_agent()
+    agent_id = await mail.mailbox(hub, actor)
     rows = await hub.store.fetch(_CONVERSATIONS, actor.project_id, agent_id, 1000, True)
     items = [_conversation(r) for r in rows]
     return {
@@ -821,7 +859,7 @@ async def pending(hub: Hub, actor: Actor) -> dict[str, Any]:
 
 async def list_sessions(hub: Hub, actor: Actor, limit: int = 100) -> dict[str, Any]:
     """The caller's conversations, most recently active first."""
-    agent_id = actor.require_agent()
+    agent_id = await mail.mailbox(hub, actor)
     rows = await hub.store.fetch(_CONVERSATIONS, actor.project_id, agent_id, limit, False)
     return {"sessions": [_conversation(r) for r in rows]}
 

@@ -2,9 +2,14 @@
 
 An escalation is pending until a human (a dashboard ticket) or the project's
 coordinator answers it, or until it expires. The status is derived from
-``responded_at`` and ``expires_at`` when read, so nothing sweeps expired
-rows. Answering is one conditional UPDATE: of two concurrent answers exactly
-one wins, and an expired escalation can no longer be answered.
+``responded_at`` and ``expires_at`` when read, so an expired escalation is
+expired at once everywhere. Its expiry is also *announced*
+(``escalation.expired``, once): by a timer on the instance that created it
+and, for instances that died, by a sweep on any instance
+(:class:`Expiry`); ``expiry_announced_at`` makes the announcement a
+conditional UPDATE that only one of them wins. Answering is one conditional
+UPDATE: of two concurrent answers exactly one wins, and an expired
+escalation can no longer be answered.
 
 Both ``escalation.created`` and ``escalation.answered`` go to the whole
 project, so every dashboard sees the queue change; the escalating agent
@@ -13,12 +18,15 @@ finds its answer in ``escalation.answered`` (or with :func:`get`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import uuid
 from typing import Any
 
 import asyncpg
 
-from hub.services import policies
+from hub.services import policies, webhooks
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from hub.services.events import change
@@ -32,7 +40,13 @@ from protocol.methods.escalations import (
     SUBJECT_MAX,
 )
 
+logger = logging.getLogger("beadhub.escalations")
+
 STATUSES = ("pending", "answered", "expired")
+#: The safety-net sweep's period (a timer announces the usual case).
+SWEEP_INTERVAL_SECONDS = 10.0
+#: Only one instance sweeps at a time (a session advisory lock on this key).
+SWEEP_LOCK = "beadhub:escalation-sweep"
 
 _STATUS_SQL = """
 CASE WHEN e.responded_at IS NOT NULL THEN 'answered'
@@ -122,6 +136,10 @@ async def create(
         )
         escalation = view(row)
         tx.emit("escalation.created", _event_data(escalation))
+    expiry = _machines.get(id(hub))
+    if expiry is not None:
+        expiry.schedule(actor.project_id, escalation["escalation_id"], float(ttl))
+    await webhooks.notify(hub, actor.project_id, "escalation.created", escalation)
     return escalation
 
 
@@ -252,3 +270,114 @@ async def pending_count(hub: Hub, project_id: str) -> int:
         project_id,
     )
     return int(value)
+
+
+# -- expiry announcements ----------------------------------------------------------
+
+_ANNOUNCE = f"""
+UPDATE escalations AS e SET expiry_announced_at = now()
+WHERE e.project_id = $1 AND ($2::uuid IS NULL OR e.id = $2)
+  AND e.responded_at IS NULL AND e.expires_at <= now() AND e.expiry_announced_at IS NULL
+RETURNING {_COLUMNS}
+"""
+
+
+async def announce_expired(hub: Hub, project_id: str, escalation_id: str | None = None) -> int:
+    """Announce ``escalation.expired`` for the project's escalations (or
+    one) that expired unanswered and were not announced yet; how many."""
+    async with change(hub, project_id) as tx:
+        rows = await tx.conn.fetch(_ANNOUNCE, project_id, escalation_id)
+        expired = [view(r) for r in rows]
+        for escalation in expired:
+            tx.emit("escalation.expired", _event_data(escalation))
+    for escalation in expired:
+        await webhooks.notify(hub, project_id, "escalation.expired", escalation)
+    return len(expired)
+
+
+async def sweep(hub: Hub) -> int:
+    """Announce every due expiry of every project; skipped while another
+    instance sweeps."""
+    count = 0
+    async with hub.store.connection() as conn:
+        if not await conn.fetchval(
+            "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", SWEEP_LOCK
+        ):
+            return 0
+        try:
+            projects = await conn.fetch(
+                "SELECT DISTINCT project_id FROM escalations WHERE expires_at <= now() "
+                "AND responded_at IS NULL AND expiry_announced_at IS NULL"
+            )
+            for row in projects:
+                count += await announce_expired(hub, row["project_id"])
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", SWEEP_LOCK)
+    return count
+
+
+class Expiry:
+    """One hub's expiry timers (for the escalations it created) and its
+    sweep. Nothing polls per request: one timer per pending escalation,
+    one sweep every SWEEP_INTERVAL_SECONDS."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="escalation-sweep")
+
+    def schedule(self, project_id: str, escalation_id: str, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        # A little after the instant, so now() in the UPDATE is past it.
+        self._timers[escalation_id] = loop.call_later(
+            seconds + 0.05, self._fire, project_id, escalation_id
+        )
+
+    def _fire(self, project_id: str, escalation_id: str) -> None:
+        self._timers.pop(escalation_id, None)
+        task = asyncio.create_task(self._announce(project_id, escalation_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _announce(self, project_id: str, escalation_id: str) -> None:
+        try:
+            await announce_expired(self.hub, project_id, escalation_id)
+        except Exception as exc:  # the sweep announces what a failed timer left
+            logger.warning("announcing expiry of escalation %s failed: %s", escalation_id, exc)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+            try:
+                await sweep(self.hub)
+            except Exception as exc:
+                logger.warning("escalation sweep failed: %s", exc)
+
+    async def stop(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        tasks = [*self._tasks, self._sweeper]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+_machines: dict[int, Expiry] = {}
+
+
+def start(hub: Hub) -> Expiry:
+    """Start this hub's expiry timers and sweep (app lifespan start-up)."""
+    expiry = _machines.get(id(hub))
+    if expiry is None:
+        expiry = _machines[id(hub)] = Expiry(hub)
+    return expiry
+
+
+async def stop(hub: Hub) -> None:
+    expiry = _machines.pop(id(hub), None)
+    if expiry is not None:
+        await expiry.stop()

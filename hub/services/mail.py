@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from hub.services import events
+from hub.services import events, humans
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from protocol.errors import ErrorCode, RpcError, invalid_params, not_found
@@ -86,6 +86,18 @@ async def write_sends(
     return list(await conn.fetch(_SEND_BATCH, sends))
 
 
+async def _humans_named(hub: Hub, actor: Actor, row: Any, aliases: list[str]) -> list[str] | None:
+    """The aliases with every name the send statement did not find replaced
+    by a human's inbox alias, or None when some name is nobody's."""
+    missing = [a for a in aliases if a not in row["aliases"]]
+    if not missing:
+        return None
+    found = await humans.resolve(hub, actor.project_id, missing)
+    if len(found) < len(missing):
+        return None
+    return list(dict.fromkeys(found.get(a, a) for a in aliases))
+
+
 def _refusal(row: Any, aliases: list[str], agent_ids: list[str], thread: str | None) -> RpcError:
     """Why the send statement wrote nothing."""
     missing = [a for a in aliases if a not in row["aliases"]]
@@ -128,21 +140,32 @@ async def send(
     thread = parse_id(thread_id, "thread_id") if thread_id else None
     message_id = str(uuid.uuid4())
 
-    row = await hub.store.group_commit("mail.send", lambda: write_sends).submit(
-        message_id,
-        actor.project_id,
-        actor.agent_id,
-        actor.alias,
-        subject,
-        body,
-        priority,
-        thread,
-        to_all,
-        aliases,
-        agent_ids,
-    )
+    def submit(names: list[str]) -> Any:
+        return hub.store.group_commit("mail.send", lambda: write_sends).submit(
+            message_id,
+            actor.project_id,
+            actor.agent_id,
+            actor.alias,
+            subject,
+            body,
+            priority,
+            thread,
+            to_all,
+            names,
+            agent_ids,
+        )
+
+    row = await submit(aliases)
     if row["created_at"] is None:
-        raise _refusal(row, aliases, agent_ids, thread)
+        # Humans are addressed as human:<name> (or by a known human's name);
+        # their inbox rows are made on first use, so only a send that named
+        # someone the batch did not find pays for looking humans up.
+        named = await _humans_named(hub, actor, row, aliases)
+        if named is not None:
+            aliases = named
+            row = await submit(aliases)
+        if row["created_at"] is None:
+            raise _refusal(row, aliases, agent_ids, thread)
     # Committed (with the concurrent senders' batch): now the recipients
     # may hear of it.
     await events.publish_rows(hub, [row])
@@ -190,8 +213,9 @@ async def inbox(
     offset: int = 0,
 ) -> dict[str, Any]:
     """The caller's messages, newest first. Page with ``before`` (the last
-    message id of the previous page, as ``next_before``) or ``offset``."""
-    agent_id = actor.require_agent()
+    message id of the previous page, as ``next_before``) or ``offset``.
+    A human reads the inbox of ``human:<name>``."""
+    agent_id = await mailbox(hub, actor)
     before_at = None
     before_id = parse_id(before, "before") if before else None
     if before_id is not None:
@@ -216,7 +240,15 @@ async def inbox(
         "count": len(messages),
         "has_more": has_more,
         "next_before": messages[-1]["message_id"] if has_more else None,
+        "unread_count": await unread_count(hub, actor.project_id, agent_id),
     }
+
+
+async def mailbox(hub: Hub, actor: Actor) -> str:
+    """Whose deliveries the caller reads: its own, or a human's inbox row."""
+    if actor.agent_id is not None:
+        return actor.agent_id
+    return await humans.inbox_id(hub, actor)
 
 
 async def unread_count(hub: Hub, project_id: str, agent_id: str) -> int:
@@ -246,7 +278,7 @@ FROM acked a JOIN mail_messages m ON m.id = a.message_id
 async def ack(hub: Hub, actor: Actor, message_ids: list[str]) -> dict[str, Any]:
     """Mark the caller's copies read. Only a recipient can ack its copy: an
     id that is not in the caller's inbox is NOT_FOUND and nothing changes."""
-    agent_id = actor.require_agent()
+    agent_id = await mailbox(hub, actor)
     wanted = list(dict.fromkeys(parse_id(m, "message_id") for m in message_ids))
     if not wanted:
         raise invalid_params("name at least one message id")
@@ -274,6 +306,8 @@ _THREAD = """
 SELECT m.id, m.thread_id, m.from_agent_id, m.from_alias, m.subject, m.body, m.priority,
        m.created_at,
        array_agg(a.alias ORDER BY a.alias) AS to_aliases,
+       jsonb_agg(jsonb_build_object('alias', a.alias, 'read_at', wire_time(d.read_at))
+                 ORDER BY a.alias) AS deliveries,
        max(d.read_at) FILTER (WHERE d.recipient_id = $3) AS read_at,
        coalesce(bool_or(d.recipient_id = $3), false) AS to_me
 FROM mail_messages m
@@ -298,6 +332,8 @@ async def thread(hub: Hub, actor: Actor, thread_id: str, limit: int = 200) -> di
     for row in rows:
         view = _message_view(row)
         view["to"] = list(row["to_aliases"])
+        # Each recipient's copy: read (acked) when, or not yet.
+        view["deliveries"] = row["deliveries"]
         # Messages the caller sent count as read for the caller.
         view["read"] = view["read"] or not row["to_me"]
         messages.append(view)

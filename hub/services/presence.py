@@ -59,7 +59,9 @@ async def list_agents(
     online = await hub.bus.online_agents(project_id)
     rows = await hub.store.fetch(
         f"SELECT {_AGENT_COLUMNS} FROM agents a "
-        "WHERE a.project_id = $1 AND a.deleted_at IS NULL ORDER BY a.alias",
+        # Humans' inbox rows (hub.services.humans) are not team members.
+        "WHERE a.project_id = $1 AND a.deleted_at IS NULL AND a.alias NOT LIKE 'human:%' "
+        "ORDER BY a.alias",
         project_id,
     )
     agents = [agent_view(r, r["agent_id"] in online or bool(r["http_online"])) for r in rows]

@@ -273,7 +273,8 @@ async def list_own(hub: Hub, actor: Actor) -> list[dict[str, Any]]:
         SELECT p.id, p.slug, p.name, p.created_at,
                (SELECT count(*) FROM repos r WHERE r.project_id = p.id) AS repo_count,
                (SELECT count(*) FROM agents a
-                 WHERE a.project_id = p.id AND a.deleted_at IS NULL) AS workspace_count
+                 WHERE a.project_id = p.id AND a.deleted_at IS NULL
+                   AND a.alias NOT LIKE 'human:%') AS workspace_count
         FROM projects p WHERE p.id = $1
         """,
         actor.project_id,

@@ -49,7 +49,7 @@ async def _rows(hub: Hub, project_id: str, f: Filters) -> list[asyncpg.Record]:
     return await hub.store.fetch(
         f"""
         SELECT {_COLUMNS} FROM agents a LEFT JOIN repos r ON r.id = a.repo_id
-        WHERE a.project_id = $1
+        WHERE a.project_id = $1 AND a.alias NOT LIKE 'human:%'
           AND ($2 = '' OR a.human_name = $2)
           AND ($3::text[] IS NULL OR a.repo = ANY($3) OR r.name = ANY($3)
                OR r.canonical_origin = ANY($3))

@@ -16,11 +16,17 @@ from protocol.methods import (
     mail,
     policies,
     reservations,
+    search,
     session,
+    team,
+    webhooks,
 )
 
 CATALOGUE: dict[str, type[BaseModel]] = {}
-for _module in (session, escalations, policies, mail, chat, activity, beads, reservations):
+for _module in (
+    session, escalations, policies, mail, chat, activity, beads, reservations,
+    search, team, webhooks,
+):  # fmt: skip
     CATALOGUE.update(_module.METHODS)
 
 __all__ = ["CATALOGUE"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, model_validator
 
-from protocol.schema import Alias, Params
+from protocol.schema import Params, Recipient
 
 
 class ChatSend(Params):
@@ -15,7 +15,7 @@ class ChatSend(Params):
     until a participant replies, the wait runs out or the others leave.
     """
 
-    to: list[Alias] | None = Field(default=None, min_length=1, max_length=50)
+    to: list[Recipient] | None = Field(default=None, min_length=1, max_length=50)
     session_id: str | None = Field(default=None, max_length=64)
     body: str = Field(min_length=1)
     wait: float = Field(default=0, ge=0)

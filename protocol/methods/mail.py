@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from protocol.schema import Alias, Params, ShortText
+from protocol.schema import Params, Recipient, ShortText
 
 Priority = Literal["low", "normal", "high", "urgent"]
 
@@ -16,7 +16,7 @@ class MailSend(Params):
     (``to_all``), exactly one of the two. The body's size limit is a hub
     setting (TOO_LARGE over it)."""
 
-    to: list[Alias] | None = Field(default=None, min_length=1, max_length=500)
+    to: list[Recipient] | None = Field(default=None, min_length=1, max_length=500)
     to_all: bool = False
     subject: ShortText = ""
     body: str = Field(min_length=1)

@@ -21,6 +21,7 @@ from hub.transport.http import (  # noqa: F401  (register routes)
     onboarding,
     openapi,
     reservations,
+    search,
     team,
 )
 from hub.transport.http.base import (

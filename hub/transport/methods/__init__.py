@@ -9,7 +9,10 @@ from hub.transport.methods import (
     mail,
     policies,
     reservations,
+    search,
     session,
+    team,
+    webhooks,
 )
 
 __all__ = [
@@ -20,5 +23,8 @@ __all__ = [
     "mail",
     "policies",
     "reservations",
+    "search",
     "session",
+    "team",
+    "webhooks",
 ]
