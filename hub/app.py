@@ -10,6 +10,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, WebSocketRoute
@@ -21,10 +22,12 @@ from hub.bus.relay import Relay
 from hub.config import Settings
 from hub.services import escalations, presence, reservations, webhooks
 from hub.services.context import Hub
+from hub.services.limits import create_limiter
 from hub.store import Store
 from hub.store.embedded import EmbeddedPostgres
 from hub.transport import http, ws
 from hub.transport import methods as _methods  # noqa: F401  (registers handlers)
+from hub.transport.guard import Guard
 from hub.transport.routing import Router
 
 logger = logging.getLogger("beadhub")
@@ -51,7 +54,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             instance_ttl=settings.instance_ttl_seconds,
         )
         relay = Relay(bus)
-        hub = Hub(settings=settings, store=store, bus=bus, relay=relay)
+        limiter = create_limiter(settings.bus_url, prefix=settings.bus_prefix)
+        hub = Hub(settings=settings, store=store, bus=bus, relay=relay, limiter=limiter)
 
         async def on_offline(project_id: str, agent_ids: list[str]) -> None:
             await presence.instance_lost(hub, project_id, agent_ids)
@@ -76,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await escalations.stop(hub)
             await webhooks.stop(hub)
             await bus.disconnect()
+            await limiter.close()
             await store.close()
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
@@ -86,7 +91,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     if STATIC_DIR.is_dir():
         routes.append(Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"))
-    app = Starlette(exception_handlers={HTTPException: _http_error})
+    app = Starlette(
+        exception_handlers={HTTPException: _http_error},
+        middleware=[Middleware(Guard, settings=settings)],
+    )
     # Starlette's router with an exact-path table (hub.transport.routing);
     # set before the first request, when Starlette builds its middleware
     # stack around app.router.

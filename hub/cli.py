@@ -58,6 +58,8 @@ def _tune_gc() -> None:
 
 #: uvicorn's WebSocket protocol with the agent sessions' shortcut past ASGI.
 WS_PROTOCOL = "hub.transport.ws_protocol:DirectWebSocketProtocol"
+#: uvicorn's httptools protocol with a bound on request heads.
+HTTP_PROTOCOL = "hub.transport.http_protocol:BoundedHttpToolsProtocol"
 
 
 def uvicorn_config(settings: Settings, app: Any, **overrides: Any) -> uvicorn.Config:
@@ -67,6 +69,9 @@ def uvicorn_config(settings: Settings, app: Any, **overrides: Any) -> uvicorn.Co
         "port": settings.port,
         "log_level": settings.log_level,
         "ws": WS_PROTOCOL,
+        "http": HTTP_PROTOCOL,
+        # The request head bound (431 past it); h11 applies it itself.
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
         "ws_max_size": settings.ws_max_frame_bytes,
         "ws_ping_interval": settings.ws_ping_interval,
         "ws_ping_timeout": settings.ws_ping_timeout,

@@ -31,6 +31,15 @@ def _env_bool(name: str, default: bool) -> bool:
     return value not in ("0", "false", "no", "off")
 
 
+def _env_list(name: str) -> tuple[str, ...]:
+    value = os.environ.get(name, "")
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+#: Host names that reach only this machine.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     #: PostgreSQL DSN; empty means "start the embedded server in data_dir".
@@ -51,7 +60,28 @@ class Settings:
     #: (1009). Requests over ``max_request_bytes`` but under this get a
     #: JSON-RPC error and the socket stays open.
     ws_max_frame_bytes: int = 4 * 1024 * 1024
+    #: Largest WebSocket request and HTTP body; a bigger HTTP body is
+    #: refused (413) before it is read.
     max_request_bytes: int = 256 * 1024
+    #: Largest request head (request line and headers) the hub reads:
+    #: bigger ones are refused (431) while they arrive.
+    max_header_bytes: int = 16 * 1024
+    #: Bytes of frames a session may have waiting for a slow reader; past
+    #: it the session is closed (1013) and the client resumes from its
+    #: cursor.
+    ws_max_queued_bytes: int = 8 * 1024 * 1024
+    #: WebSocket sessions one agent may hold at once, on all instances.
+    max_sessions_per_agent: int = 8
+    #: Rate limits, calls per minute (hub.services.limits.RULES).
+    rate_onboarding_per_minute: int = 30
+    rate_anonymous_per_minute: int = 120
+    rate_auth_failures_per_minute: int = 30
+    rate_key_per_minute: int = 3000
+    rate_sessions_per_minute: int = 60
+    #: Host header values the hub answers (port ignored); ``*`` is any.
+    #: Empty: the loopback names, plus ``host`` when it is a name or a
+    #: specific address.
+    allowed_hosts: tuple[str, ...] = ()
     ws_ping_interval: float = 10.0
     ws_ping_timeout: float = 10.0
     #: How long an HTTP-only agent stays online after a heartbeat.
@@ -79,6 +109,15 @@ class Settings:
     #: How often an instance looks for rows past retention.
     prune_interval_seconds: float = 600.0
 
+    def hosts(self) -> frozenset[str]:
+        """The Host names answered (lower case, no port, no brackets)."""
+        if self.allowed_hosts:
+            return frozenset(h.lower().strip("[]") for h in self.allowed_hosts)
+        names = set(LOOPBACK_HOSTS)
+        if self.host not in ("", "0.0.0.0", "::"):
+            names.add(self.host.lower().strip("[]"))
+        return frozenset(names)
+
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
         settings = cls(
@@ -104,6 +143,19 @@ class Settings:
             event_retention_days=_env_float("BEADHUB_EVENT_RETENTION_DAYS", 30.0),
             message_retention_days=_env_float("BEADHUB_MESSAGE_RETENTION_DAYS", 0.0),
             prune_interval_seconds=_env_float("BEADHUB_PRUNE_INTERVAL", 600.0),
+
+
+            max_request_bytes=_env_int("BEADHUB_MAX_REQUEST_BYTES", 256 * 1024),
+            max_header_bytes=_env_int("BEADHUB_MAX_HEADER_BYTES", 16 * 1024),
+            ws_max_frame_bytes=_env_int("BEADHUB_WS_MAX_FRAME_BYTES", 4 * 1024 * 1024),
+            ws_max_queued_bytes=_env_int("BEADHUB_WS_MAX_QUEUED_BYTES", 8 * 1024 * 1024),
+            max_sessions_per_agent=_env_int("BEADHUB_MAX_SESSIONS_PER_AGENT", 8),
+            rate_onboarding_per_minute=_env_int("BEADHUB_RATE_ONBOARDING", 30),
+            rate_anonymous_per_minute=_env_int("BEADHUB_RATE_ANONYMOUS", 120),
+            rate_auth_failures_per_minute=_env_int("BEADHUB_RATE_AUTH_FAILURES", 30),
+            rate_key_per_minute=_env_int("BEADHUB_RATE_KEY", 3000),
+            rate_sessions_per_minute=_env_int("BEADHUB_RATE_SESSIONS", 60),
+            allowed_hosts=_env_list("BEADHUB_ALLOWED_HOSTS"),
         )
         overrides = {k: v for k, v in overrides.items() if v is not None}
         return replace(settings, **overrides)

@@ -23,6 +23,41 @@ from functools import lru_cache
 TOPIC_RE = re.compile(r"^(\*|[a-z_]+(\.[a-z_]+)*)$")
 MAX_TOPICS = 32
 
+#: Every event type the hub sends (docs/protocol.md, "Events"). A
+#: subscription naming anything else is refused: a misspelt type would
+#: otherwise silently receive nothing. tests/test_subscriptions.py checks
+#: that every type the hub's code emits is listed here.
+EVENT_TYPES = frozenset(
+    {
+        "presence",
+        "agent.registered",
+        "repo.registered",
+        "workspace.registered",
+        "workspace.deleted",
+        "escalation.created",
+        "escalation.answered",
+        "policy.updated",
+        "mail",
+        "mail.read",
+        "chat.message",
+        "chat.read",
+        "beads.synced",
+        "claim.acquired",
+        "claim.released",
+        "reservation.granted",
+        "reservation.renewed",
+        "reservation.released",
+        "reservation.revoked",
+        "reservation.expired",
+    }
+)
+
+
+def known(topic: str) -> bool:
+    """A type, or a family (a prefix ending at a dot) of at least one."""
+    return topic == "*" or any(t == topic or t.startswith(topic + ".") for t in EVENT_TYPES)
+
+
 Matcher = Callable[[str], bool]
 
 
@@ -31,7 +66,7 @@ def check(topics: Sequence[str]) -> list[str]:
     if isinstance(topics, str) or len(topics) > MAX_TOPICS:
         raise ValueError(f"give a list of at most {MAX_TOPICS} event types")
     for topic in topics:
-        if not isinstance(topic, str) or not TOPIC_RE.match(topic):
+        if not isinstance(topic, str) or not TOPIC_RE.match(topic) or not known(topic):
             raise ValueError(f"{topic!r} is not an event type (like 'mail' or 'chat.message')")
     return list(dict.fromkeys(topics))
 

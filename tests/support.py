@@ -31,6 +31,26 @@ ADMIN_DSN = os.environ.get("BEADHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5
 REDIS_URL = os.environ.get("BEADHUB_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
+#: The tests' hubs: one test process onboards hundreds of agents (and
+#: provokes hundreds of 401s) from 127.0.0.1 within a minute, far past the
+#: per-address defaults meant for a real hub. Tests of the limits set their
+#: own small values (tests/test_limits.py).
+TEST_RATES: dict[str, int] = {
+    "rate_onboarding_per_minute": 1_000_000,
+    "rate_anonymous_per_minute": 1_000_000,
+    "rate_auth_failures_per_minute": 1_000_000,
+    "rate_key_per_minute": 1_000_000,
+    "rate_sessions_per_minute": 1_000_000,
+}
+TEST_RATES_ENV: dict[str, str] = {
+    "BEADHUB_RATE_ONBOARDING": "1000000",
+    "BEADHUB_RATE_ANONYMOUS": "1000000",
+    "BEADHUB_RATE_AUTH_FAILURES": "1000000",
+    "BEADHUB_RATE_KEY": "1000000",
+    "BEADHUB_RATE_SESSIONS": "1000000",
+}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -91,7 +111,7 @@ async def running_hub(
     """A real uvicorn server in this event loop, on a free loopback port,
     configured as ``beadhub serve`` configures it (``server_options``:
     uvicorn options to change)."""
-    settings = Settings(host="127.0.0.1", port=free_port(), **overrides)
+    settings = Settings(host="127.0.0.1", port=free_port(), **{**TEST_RATES, **overrides})
     app = create_app(settings)
     config = uvicorn_config(
         settings,
@@ -172,7 +192,7 @@ class HubProcess:
         log_path: Path | None = None,
     ) -> None:
         self.port = port or free_port()
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**os.environ, **TEST_RATES_ENV, **(env or {})}
         self.args = args or []
         self.log_path = log_path or Path(f"/tmp/beadhub-{self.port}.log")
         self.proc: subprocess.Popen[bytes] | None = None

@@ -137,3 +137,24 @@ async def test_the_client_keeps_its_subscription_across_reconnects(hub_server, s
         await a.call("reservations.acquire", paths=["src/e.py"])
         await a.call("mail.send", to=[bob["alias"]], subject="after", body="x")
         assert set(await _events_until(b, "after")) == {"mail"}
+
+
+async def test_misspelt_event_types_are_refused(hub_server, slug):
+    (alice,) = await _team(hub_server, slug, 1)
+    headers = {"Authorization": f"Bearer {alice['api_key']}"}
+    for query in ("mial", "mail,reservation.grant", "chat.mesage", "reservations"):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(
+                hub_server.ws_url + f"/v1/ws?events={query}", additional_headers=headers
+            ):
+                pass
+        assert refused.value.response.status_code == 400, query
+        assert b"not an event type" in refused.value.response.body
+    async with HubClient(hub_server.ws_url, alice["api_key"]) as a:
+        with pytest.raises(RpcError) as error:
+            await a.call("session.subscribe", events=["mail", "chat.mesage"])
+        assert error.value.code == ErrorCode.INVALID_PARAMS
+        assert "chat.mesage" in error.value.message
+        # Families and exact types of the catalogue are accepted.
+        done = await a.call("session.subscribe", events=["reservation", "chat.message", "mail"])
+        assert done["events"] == ["reservation", "chat.message", "mail"]

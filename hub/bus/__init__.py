@@ -6,7 +6,7 @@ The bus is a doorbell, not the record: everything published was committed
 to PostgreSQL first, and clients that miss a message resume from the store.
 """
 
-from hub.bus.base import Bus, MessageHandler, OfflineHandler
+from hub.bus.base import Bus, MessageHandler, OfflineHandler, SessionLimit
 
 
 def create_bus(
@@ -34,4 +34,4 @@ def create_bus(
     raise ValueError(f"unsupported bus URL {url!r}: use memory:// or redis://")
 
 
-__all__ = ["Bus", "MessageHandler", "OfflineHandler", "create_bus"]
+__all__ = ["Bus", "MessageHandler", "OfflineHandler", "SessionLimit", "create_bus"]

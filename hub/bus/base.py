@@ -12,6 +12,15 @@ MessageHandler = Callable[[str, bytes], None]
 OfflineHandler = Callable[[str, list[str]], Awaitable[None]]
 
 
+class SessionLimit(Exception):
+    """``presence_join`` refused: the agent already holds its cap of
+    sessions (on every instance together)."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"the agent already holds {cap} sessions")
+        self.cap = cap
+
+
 class Bus(ABC):
     """Channels carry opaque bytes. Presence counts sessions per agent.
 
@@ -49,7 +58,11 @@ class Bus(ABC):
     async def unsubscribe(self, channel: str) -> None: ...
 
     @abstractmethod
-    async def presence_join(self, project_id: str, agent_id: str, session_id: str) -> bool: ...
+    async def presence_join(
+        self, project_id: str, agent_id: str, session_id: str, max_sessions: int = 0
+    ) -> bool:
+        """Count a session; :class:`SessionLimit` (nothing counted) when the
+        agent already holds ``max_sessions`` (0: no cap)."""
 
     @abstractmethod
     async def presence_leave(self, project_id: str, agent_id: str, session_id: str) -> bool: ...

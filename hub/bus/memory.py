@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
-from hub.bus.base import Bus
+from hub.bus.base import Bus, SessionLimit
 
 
 class MemoryBus(Bus):
@@ -38,8 +38,12 @@ class MemoryBus(Bus):
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
 
-    async def presence_join(self, project_id: str, agent_id: str, session_id: str) -> bool:
+    async def presence_join(
+        self, project_id: str, agent_id: str, session_id: str, max_sessions: int = 0
+    ) -> bool:
         sessions = self._sessions[(project_id, agent_id)]
+        if 0 < max_sessions <= len(sessions) and session_id not in sessions:
+            raise SessionLimit(max_sessions)
         sessions.add(session_id)
         return len(sessions) == 1
 

@@ -51,7 +51,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
 
 from hub import metrics
-from hub.bus.base import Bus
+from hub.bus.base import Bus, SessionLimit
 from hub.bus.relay import gap_signal
 
 logger = logging.getLogger("beadhub.bus")
@@ -61,8 +61,14 @@ logger = logging.getLogger("beadhub.bus")
 GAP_MARGIN_SECONDS = 1.0
 
 #: Returns 1 for the agent's first session, plus 2 when this instance was
-#: missing from ``instances`` (reaped, or Redis lost its data).
+#: missing from ``instances`` (reaped, or Redis lost its data); -1 (and
+#: nothing changed) when the agent already holds ARGV[5] sessions (0: no cap).
 _JOIN = """
+local cap = tonumber(ARGV[5])
+if cap > 0 and redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0
+   and redis.call('SCARD', KEYS[1]) >= cap then
+  return -1
+end
 local result = 0
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[3])
@@ -341,16 +347,28 @@ class RedisBus(Bus):
 
     # -- presence ---------------------------------------------------------------
 
-    async def presence_join(self, project_id: str, agent_id: str, session_id: str) -> bool:
-        self._local.add((project_id, agent_id, session_id))
-        result = await self._join_as(project_id, agent_id, session_id)
+    async def presence_join(
+        self, project_id: str, agent_id: str, session_id: str, max_sessions: int = 0
+    ) -> bool:
+        triple = (project_id, agent_id, session_id)
+        self._local.add(triple)
+        try:
+            result = await self._join_as(project_id, agent_id, session_id, max_sessions)
+        except BaseException:
+            self._local.discard(triple)
+            raise
+        if result < 0:
+            self._local.discard(triple)
+            raise SessionLimit(max_sessions)
         if result & 2:
             # This instance had been dropped from the registry: its other
             # sessions are gone from Redis too.
             await self._rejoin()
         return bool(result & 1)
 
-    async def _join_as(self, project_id: str, agent_id: str, session_id: str) -> int:
+    async def _join_as(
+        self, project_id: str, agent_id: str, session_id: str, max_sessions: int = 0
+    ) -> int:
         triple = f"{project_id} {agent_id} {session_id}"
         keys = [
             self._sess(project_id, agent_id),
@@ -358,7 +376,7 @@ class RedisBus(Bus):
             self._inst_sessions(self.instance_id),
             self._instances,
         ]
-        args = [session_id, agent_id, triple, self.instance_id]
+        args: list[str | int] = [session_id, agent_id, triple, self.instance_id, max_sessions]
         return int(await self._join(keys=keys, args=args))
 
     async def presence_leave(self, project_id: str, agent_id: str, session_id: str) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 from hub.bus import Bus
 from hub.bus.relay import Relay
 from hub.config import Settings
+from hub.services.limits import Limiter, MemoryLimiter
 from hub.store import Store
 from protocol.errors import forbidden
 
@@ -21,6 +22,8 @@ class Hub:
     #: This instance's open WebSocket sessions (hub.transport.ws adds and
     #: removes them; /metrics counts them).
     sessions: set[Any] = field(default_factory=set)
+    #: Rate limits (hub.services.limits), on the bus's backend.
+    limiter: Limiter = field(default_factory=MemoryLimiter)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,8 @@ import asyncio
 import logging
 from typing import Any
 
-from hub.services import events
+from hub.bus import SessionLimit
+from hub.services import events, limits
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from protocol.errors import forbidden, not_found
@@ -93,8 +94,17 @@ async def _announce(hub: Hub, project_id: str, agent_id: str, online: bool) -> N
 
 
 async def session_opened(hub: Hub, actor: Actor, session_id: str) -> None:
+    """Count the session; RATE_LIMITED when its agent already holds
+    ``max_sessions_per_agent`` (on every instance together)."""
     agent_id = actor.require_agent()
-    if await hub.bus.presence_join(actor.project_id, agent_id, session_id):
+    cap = hub.settings.max_sessions_per_agent
+    try:
+        first = await hub.bus.presence_join(actor.project_id, agent_id, session_id, cap)
+    except SessionLimit:
+        raise limits.rate_limited(
+            5, f"{actor.alias} already holds {cap} sessions; close one first"
+        ) from None
+    if first:
         await _announce(hub, actor.project_id, agent_id, online=True)
 
 

@@ -18,9 +18,12 @@ Behaviour and limits:
   types (:mod:`protocol.topics`); replays and catch-ups honour it too.
 - Liveness: the server pings; a socket that stops answering is closed and
   the agent goes offline when its last session ends.
-- A client that reads too slowly (``MAX_QUEUED`` frames behind) is
-  disconnected with 1013 rather than buffered without bound; it resumes
-  from its cursor.
+- A client that reads too slowly (``ws_max_queued_bytes`` of frames, or
+  ``MAX_QUEUED`` frames, waiting for it) is disconnected with 1013 rather
+  than buffered without bound; it resumes from its cursor. A replay waits
+  for the reader instead, so a resume always makes progress.
+- An agent holds at most ``max_sessions_per_agent`` sessions, and a key
+  opens at most ``rate_sessions_per_minute``: more are refused (429).
 - When the bus may have lost messages (the hub's Redis connection dropped
   and came back, or another instance died between a commit and its
   publish), each session re-reads the store from before the gap and sends
@@ -42,7 +45,7 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from hub import logs, metrics
-from hub.services import auth, events, presence
+from hub.services import auth, events, limits, presence
 from hub.services.context import Actor, Hub
 from hub.store import database_unavailable
 from hub.transport.rpc import HANDLERS, Call, dispatch
@@ -56,6 +59,8 @@ call_logger = logging.getLogger("beadhub.ws.calls")
 
 MAX_IN_FLIGHT = 64
 MAX_QUEUED = 10_000
+#: Close code for a session that fell behind: reconnect with ``?cursor=``.
+CLOSE_RESUME = 1013
 _FRAME_KEY = "\x00frame"
 
 _DELIVERED = metrics.EVENTS_DELIVERED
@@ -104,6 +109,11 @@ class AgentSession:
         #: Frames handed to the writer task and not written yet: while
         #: there are any, a new frame queues behind them.
         self._unsent = 0
+        #: Their bytes (ws_max_queued_bytes bounds them).
+        self._unsent_bytes = 0
+        self._max_bytes = hub.settings.ws_max_queued_bytes
+        #: Set when the queue has room again (a replay waits on it).
+        self._room = asyncio.Event()
         #: The server's shortcut past ASGI for frames, when it offers one
         #: (hub.transport.ws_protocol).
         extensions = websocket.scope.get("extensions") or {}
@@ -139,18 +149,19 @@ class AgentSession:
         direct = self._direct
         if direct is not None and not self._unsent and direct.try_send(frame):
             return
-        if self._unsent >= MAX_QUEUED:
+        if self._unsent >= MAX_QUEUED or self._unsent_bytes + len(frame) > self._max_bytes:
             logger.warning(
-                "session %s is %d frames behind; closing",
+                "session %s is %d frames (%d bytes) behind; closing it to resume",
                 self.id,
-                MAX_QUEUED,
+                self._unsent,
+                self._unsent_bytes,
                 extra=self._log_context("session"),
             )
             metrics.SESSIONS_DROPPED.inc()
-            self._closing = True
-            self._queue.put_nowait(None)
+            self.close_to_resume()
             return
         self._unsent += 1
+        self._unsent_bytes += len(frame)
         self._queue.put_nowait(frame)
 
     def on_event(self, message: dict[str, Any]) -> None:
@@ -188,10 +199,19 @@ class AgentSession:
         while True:
             frame = await self._queue.get()
             if frame is None:
-                await self.websocket.close(code=1013)
+                await self.websocket.close(code=CLOSE_RESUME)
                 return
             await self.websocket.send_text(frame)
             self._unsent -= 1
+            self._unsent_bytes -= len(frame)
+            if self._unsent_bytes <= self._max_bytes // 2:
+                self._room.set()
+
+    async def _wait_for_room(self) -> None:
+        """Hold a replay while half the queue's bound waits for the reader."""
+        while self._unsent_bytes > self._max_bytes // 2 and not self._closing:
+            self._room.clear()
+            await self._room.wait()
 
     # -- resume -------------------------------------------------------------
 
@@ -207,6 +227,7 @@ class AgentSession:
                 if event.id not in sent:
                     sent.add(event.id)
                     self._send_event(event.bus_message())
+                    await self._wait_for_room()
             if len(batch) < events.REPLAY_LIMIT:
                 break
             cursor = batch[-1].seq
@@ -266,6 +287,7 @@ class AgentSession:
         resumes from its own cursor."""
         if not self._closing:
             self._closing = True
+            self._room.set()
             self._queue.put_nowait(None)
 
     # -- incoming -------------------------------------------------------------
@@ -319,7 +341,9 @@ class AgentSession:
         if len(self._in_flight) >= MAX_IN_FLIGHT:
             metrics.rate_limited("in_flight")
             error = RpcError(
-                ErrorCode.RATE_LIMITED, f"more than {MAX_IN_FLIGHT} requests in flight"
+                ErrorCode.RATE_LIMITED,
+                f"more than {MAX_IN_FLIGHT} requests in flight",
+                {"retry_after": 1},
             )
             self.send(jsonrpc.error(_request_id(raw), error).decode())
             return
@@ -417,6 +441,24 @@ async def authenticate_socket(hub: Hub, websocket: WebSocket) -> Actor:
     return await auth.authenticate(hub, auth.bearer_token(websocket.headers.get("authorization")))
 
 
+async def admit(hub: Hub, websocket: WebSocket) -> Actor:
+    """The caller, counted against the limits on refused credentials (per
+    address) and on sessions opened (per key)."""
+    address = websocket.client.host if websocket.client is not None else "unknown"
+    actor = await limits.authenticated(hub, address, lambda: authenticate_socket(hub, websocket))
+    await limits.check(hub, "session_open", limits.caller_key(actor), "too many sessions opened")
+    return actor
+
+
+def _denial(exc: RpcError) -> JSONResponse:
+    body: dict[str, Any] = {"detail": exc.message, "code": int(exc.code)}
+    headers = None
+    if exc.code == ErrorCode.RATE_LIMITED and isinstance(exc.data, dict):
+        body["data"] = exc.data
+        headers = {"Retry-After": str(exc.data.get("retry_after", 1))}
+    return JSONResponse(body, status_code=exc.http_status, headers=headers)
+
+
 def _connect_options(websocket: WebSocket) -> tuple[int | None, list[str] | None]:
     """``?cursor=`` (None: live only) and ``?events=`` (None: every type)."""
     cursor_text = websocket.query_params.get("cursor")
@@ -433,11 +475,10 @@ def _connect_options(websocket: WebSocket) -> tuple[int | None, list[str] | None
 async def agent_socket(websocket: WebSocket) -> None:
     hub: Hub = websocket.app.state.hub
     try:
-        actor = await authenticate_socket(hub, websocket)
+        actor = await admit(hub, websocket)
         cursor, subscription = _connect_options(websocket)
     except RpcError as exc:
-        body = {"detail": exc.message, "code": int(exc.code)}
-        await websocket.send_denial_response(JSONResponse(body, status_code=exc.http_status))
+        await websocket.send_denial_response(_denial(exc))
         return
     except ValueError as exc:
         body = {"detail": str(exc), "code": int(ErrorCode.INVALID_PARAMS)}
@@ -449,6 +490,9 @@ async def agent_socket(websocket: WebSocket) -> None:
     session.subscribe(subscription)
     try:
         await session.open(cursor)
+    except RpcError as exc:
+        await websocket.send_denial_response(_denial(exc))
+        return
     except Exception as exc:
         error = RpcError(ErrorCode.UNAVAILABLE, "the hub cannot open a session now, retry")
         if not database_unavailable(exc) and not isinstance(exc, RpcError):

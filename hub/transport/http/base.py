@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from hub.services import auth
+from hub.services import auth, limits
 from hub.services.context import Actor, Hub
 from hub.store import database_unavailable
 from hub.transport.rpc import parse_params
@@ -40,6 +40,8 @@ def error_response(exc: RpcError) -> JSONResponse:
     if exc.data is not None:
         body["data"] = exc.data
     headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
+    if exc.code == ErrorCode.RATE_LIMITED and isinstance(exc.data, dict):
+        headers = {"Retry-After": str(exc.data.get("retry_after", 1))}
     return ORJSONResponse(body, status_code=exc.http_status, headers=headers)
 
 
@@ -66,9 +68,18 @@ def hub_of(request: Request) -> Hub:
     return hub
 
 
+def client_address(request: Request) -> str:
+    """Who the rate limits per address count (behind a trusted proxy,
+    uvicorn has already put the forwarded address here)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
 async def actor_of(request: Request) -> Actor:
+    hub = hub_of(request)
     token = auth.bearer_token(request.headers.get("authorization"))
-    return await auth.authenticate(hub_of(request), token)
+    return await limits.authenticated(
+        hub, client_address(request), lambda: auth.authenticate(hub, token)
+    )
 
 
 async def read_json(request: Request) -> dict[str, Any]:

@@ -16,12 +16,14 @@ TAG = "onboarding"
 NOT_FOUND = {404: "not found in the caller's project"}
 
 
-@api.get("/health", summary="Liveness", tag="health", auth=False)
+@api.get("/health", summary="Liveness", tag="health", auth=False, rate=None)
 async def health(call: HttpCall) -> dict[str, Any]:
     return {"status": "ok", "instance_id": call.hub.settings.instance_id}
 
 
-@api.get("/ready", summary="Readiness: database and bus reachable", tag="health", auth=False)
+@api.get(
+    "/ready", summary="Readiness: database and bus reachable", tag="health", auth=False, rate=None
+)
 async def ready(call: HttpCall) -> Response:
     database = await call.hub.store.ping()
     bus = await call.hub.bus.ping()
@@ -43,6 +45,7 @@ async def ready(call: HttpCall) -> Response:
     response=o.InitResponse,
     errors={409: "the alias is taken by another workspace"},
     auth=False,
+    rate="onboarding",
 )
 async def init(call: HttpCall, body: i.InitRequest) -> dict[str, Any]:
     """Unauthenticated. Creates (or reuses) the project named by

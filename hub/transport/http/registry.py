@@ -29,10 +29,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from hub import logs, metrics
+from hub.services import limits
 from hub.services.context import Actor, Hub
 from hub.transport.http.base import (
     ORJSONResponse,
     actor_of,
+    client_address,
     endpoint,
     hub_of,
     read_json,
@@ -75,6 +77,10 @@ class Operation:
     errors: dict[int, str] = field(default_factory=dict)
     auth: bool = True
     media_type: str = "application/json"
+    #: The rate limit (hub.services.limits.RULES) counted per client
+    #: address before anything else; authenticated calls also count
+    #: against their key's ``key`` allowance.
+    rate: str | None = None
 
     @property
     def name(self) -> str:
@@ -113,7 +119,12 @@ class Api:
         errors: dict[int, str] | None = None,
         auth: bool = True,
         media_type: str = "application/json",
+        rate: str | None = "",
     ) -> Callable[[Handler], Handler]:
+        """``rate``: the per-address limit; by default ``anonymous`` for a
+        route without auth, none otherwise (the key's limit applies)."""
+        if rate == "":
+            rate = None if auth else "anonymous"
         bodies = body if isinstance(body, tuple) else (body,) if body is not None else ()
 
         def register(handler: Handler) -> Handler:
@@ -131,6 +142,7 @@ class Api:
                     errors=errors or {},
                     auth=auth,
                     media_type=media_type,
+                    rate=rate,
                 )
             )
             return handler
@@ -171,13 +183,17 @@ def _runner(op: Operation) -> Callable[[Request], Awaitable[Response]]:
     timer = metrics.METHOD_SECONDS.child(label, "http")
 
     async def serve(request: Request, context: logs.CallContext) -> Response:
+        hub = hub_of(request)
+        if op.rate is not None:
+            await limits.check(hub, op.rate, client_address(request))
         # Authenticate before reading the body: an anonymous caller learns
         # nothing about the shape of a route's input.
         actor = await actor_of(request) if op.auth else None
         if actor is not None:
             context.project = actor.project_slug
             context.agent = actor.alias
-        call = HttpCall(hub_of(request), actor, request)
+            await limits.check(hub, "key", limits.caller_key(actor))
+        call = HttpCall(hub, actor, request)
         kwargs: dict[str, Any] = {}
         if op.bodies:
             data = await read_json(request)
