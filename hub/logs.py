@@ -86,11 +86,18 @@ def redact(text: str) -> str:
     return _TOKEN.sub(MASK, text)
 
 
+#: The websockets library's DEBUG lines that print a whole frame (message
+#: bodies included): never written.
+_FRAME_LINES = frozenset(("< %s", "> %s"))
+
+
 class ContextFilter(logging.Filter):
     """Puts the current call's project, agent, method and latency on each
     record (unless the line set them itself with ``extra=``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.DEBUG and record.msg in _FRAME_LINES:
+            return False
         call = CALL.get()
         if call is not None and not hasattr(record, "method"):
             record.project = call.project
