@@ -16,6 +16,11 @@ Behaviour:
   missed. Calls in flight when the connection drops raise
   :class:`ConnectionLost`: their outcome is unknown, and the caller decides
   whether to retry.
+- A resume from a cursor older than the hub's retention window gets a
+  ``resync`` event instead of the pruned events: the client continues
+  from the event's cursor (now) and calls ``on_resync(event)`` (a function
+  or a coroutine function), where the application re-reads the state it
+  keeps (inbox, status, reservations). The event is queued as well.
 - ``events=["mail", "chat"]`` receives only those event types
   (:mod:`protocol.topics`), on the first connection and every reconnect;
   :meth:`HubClient.subscribe` changes it while connected.
@@ -78,6 +83,7 @@ class HubClient:
         max_backoff: float = 2.0,
         open_timeout: float = 10.0,
         remember_ids: int = 20_000,
+        on_resync: Callable[[Event], Any] | None = None,
     ) -> None:
         base = url.rstrip("/")
         if base.startswith("http"):
@@ -92,6 +98,10 @@ class HubClient:
         self.max_backoff = max_backoff
         self.open_timeout = open_timeout
         self.connections = 0
+        self.on_resync = on_resync
+        #: How many times the hub said this client's cursor was too old.
+        self.resyncs = 0
+        self._resync_tasks: set[asyncio.Task[Any]] = set()
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
@@ -206,7 +216,21 @@ class HubClient:
             value = int(cursor)
             if self.cursor is None or value > self.cursor:
                 self.cursor = value
+        if event.get("type") == "resync":
+            self._on_resync(event)
         self._events.put_nowait(event)
+
+    def _on_resync(self, event: Event) -> None:
+        """The hub pruned events after our cursor: continue from its cursor
+        and let the application re-read its state."""
+        self.resyncs += 1
+        if self.on_resync is None:
+            return
+        result = self.on_resync(event)
+        if asyncio.iscoroutine(result):
+            task = asyncio.ensure_future(result)
+            self._resync_tasks.add(task)
+            task.add_done_callback(self._resync_tasks.discard)
 
     # -- calls and events -----------------------------------------------------------
 

@@ -21,6 +21,8 @@ class ErrorCode(IntEnum):
     FORBIDDEN = -32003
     NOT_FOUND = -32004
     CONFLICT = -32009
+    #: A resume cursor older than the retention window: resync from now.
+    CURSOR_EXPIRED = -32010
     TOO_LARGE = -32013
     RATE_LIMITED = -32029
     UNAVAILABLE = -32050
@@ -37,6 +39,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.CONFLICT: 409,
+    ErrorCode.CURSOR_EXPIRED: 410,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,

@@ -32,9 +32,11 @@ far shorter than the window.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -42,6 +44,7 @@ import asyncpg
 from hub import metrics
 from hub.services.clock import iso
 from hub.services.context import Hub
+from protocol.errors import ErrorCode, RpcError
 
 logger = logging.getLogger("beadhub.events")
 
@@ -258,3 +261,46 @@ async def latest_cursor(hub: Hub, project_id: str) -> int:
         "SELECT coalesce(max(seq), 0) FROM events WHERE project_id = $1", project_id
     )
     return int(value)
+
+
+async def resync_needed(hub: Hub, project_id: str, cursor: int) -> dict[str, Any] | None:
+    """What a client resuming from ``cursor`` must be told when retention
+    pruned events after it (None: nothing it could miss was pruned)."""
+    from hub.services.retention import horizon
+
+    pruned_through = await horizon(hub, project_id)
+    if cursor >= pruned_through:
+        return None
+    metrics.RESYNCS.inc()
+    return {
+        "reason": "events after this cursor were pruned by retention; re-read state",
+        "requested_cursor": str(cursor),
+        "pruned_through": str(pruned_through),
+        "cursor": str(await latest_cursor(hub, project_id)),
+        "retention_days": hub.settings.event_retention_days,
+    }
+
+
+async def require_resumable(hub: Hub, project_id: str, cursor: int) -> None:
+    """CURSOR_EXPIRED when events after ``cursor`` were pruned."""
+    resync = await resync_needed(hub, project_id, cursor)
+    if resync is not None:
+        raise RpcError(
+            ErrorCode.CURSOR_EXPIRED,
+            f"cursor {cursor} is older than the retention window: re-read state, "
+            f"then continue from cursor {resync['cursor']}",
+            resync,
+        )
+
+
+def resync_event(project_id: str, resync: dict[str, Any]) -> dict[str, Any]:
+    """The ``resync`` event a session sends instead of a replay it cannot
+    complete; its ``cursor`` is where the client continues from."""
+    return {
+        "type": "resync",
+        "id": str(uuid.uuid4()),
+        "cursor": resync["cursor"],
+        "project_id": project_id,
+        "at": iso(datetime.now(UTC)) or "",
+        "data": resync,
+    }

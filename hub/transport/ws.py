@@ -132,6 +132,9 @@ class AgentSession:
         self._catch_up_task: asyncio.Task[None] | None = None
         self._topics: list[str] | None = None
         self._wants: topics.Matcher | None = None
+        #: The cursor the client asked to resume from, until it is checked
+        #: against retention (events after it may have been pruned).
+        self._resume_from: int | None = None
 
     def subscribe(self, subscription: list[str] | None) -> list[str] | None:
         """Receive only these event types from now on (None: all)."""
@@ -275,12 +278,28 @@ class AgentSession:
                     seconds = time.monotonic() - gap_since
                     before = await events.cursor_before(self.hub, self.actor.project_id, seconds)
                     cursor = before if cursor is None else min(cursor, before)
+                if self._resume_from is not None:
+                    cursor = await self._resume_or_resync(self._resume_from, cursor)
                 await self.replay(cursor)
         except Exception as exc:
             if not database_unavailable(exc) and not isinstance(exc, RpcError):
                 logger.exception("session %s could not catch up", self.id)
             self._replay_buffer = None
             self.close_to_resume()
+
+    async def _resume_or_resync(self, requested: int, cursor: int) -> int:
+        """Where to replay from: ``cursor``, unless retention pruned events
+        after the client's cursor; then the client gets a ``resync`` event
+        and everything from the project's latest cursor on."""
+        self._resume_from = None
+        resync = await events.resync_needed(self.hub, self.actor.project_id, requested)
+        if resync is None:
+            return cursor
+        logger.info("resume from cursor %d is past retention; told to resync", requested)
+        latest = int(resync["cursor"])
+        self.send(jsonrpc.event(events.resync_event(self.actor.project_id, resync)).decode())
+        self._cursor = latest
+        return latest
 
     def close_to_resume(self) -> None:
         """Close with 1013 (try again later): the client reconnects and
@@ -362,6 +381,7 @@ class AgentSession:
             # The replay the client asked for; a bus gap that comes before
             # it starts joins the same pass.
             self._cursor = cursor
+            self._resume_from = cursor
             self._replay_buffer = []
             self._gap = True
         await self.hub.relay.add(

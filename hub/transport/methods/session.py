@@ -54,6 +54,7 @@ async def status_get(call: Call, params: NoParams) -> dict[str, Any]:
 
 @method("events.since")
 async def events_since(call: Call, params: EventsSince) -> dict[str, Any]:
+    await events.require_resumable(call.hub, call.actor.project_id, params.cursor)
     found = await events.since(
         call.hub, call.actor.project_id, call.actor.agent_id, params.cursor, params.limit
     )
