@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from protocol.client import HubClient
 from protocol.errors import ErrorCode, RpcError
-from tests.support import RunningHub, running_hub
+from tests.support import RunningHub, onboard, running_hub, unique
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -180,3 +180,18 @@ async def test_metrics_can_be_turned_off(database_url: str) -> None:
         response = await http.get("/metrics")
     assert response.status_code == 404
     assert response.json()["code"] == ErrorCode.NOT_FOUND
+
+
+async def test_a_key_over_its_rate_is_counted(database_url: str) -> None:
+    async with running_hub(database_url=database_url, rate_key_per_minute=3) as server:
+        alice = await onboard(server.http_url, unique("rate"), "alice")
+        before = await scrape(server.http_url)
+        async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
+            headers = {"Authorization": f"Bearer {alice['api_key']}"}
+            answers = [
+                (await http.get("/v1/status", headers=headers)).status_code for _ in range(5)
+            ]
+        after = await scrape(server.http_url)
+    assert answers.count(429) == 2
+    name = "beadhub_rate_limited_total"
+    assert value(after, name, limit="key") - value(before, name, limit="key") == 2

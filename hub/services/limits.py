@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hub import metrics
 from protocol.errors import ErrorCode, RpcError
 
 if TYPE_CHECKING:
@@ -195,6 +196,7 @@ async def check(hub: Hub, rule: str, key: str, message: str | None = None) -> No
     """Count one call of ``rule`` for ``key``; RATE_LIMITED when over."""
     wait = await hub.limiter.hit(f"{rule}:{key}", rate(hub.settings, rule))
     if wait > 0:
+        metrics.rate_limited(rule)
         raise rate_limited(wait, message or f"too many requests ({rule})")
 
 
@@ -202,6 +204,7 @@ async def refuse_if_over(hub: Hub, rule: str, key: str, message: str | None = No
     """RATE_LIMITED if ``key`` already spent ``rule``'s allowance (no count)."""
     wait = await hub.limiter.peek(f"{rule}:{key}", rate(hub.settings, rule))
     if wait > 0:
+        metrics.rate_limited(rule)
         raise rate_limited(wait, message or f"too many requests ({rule})")
 
 

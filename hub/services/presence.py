@@ -14,6 +14,7 @@ import asyncio
 import logging
 from typing import Any
 
+from hub import metrics
 from hub.bus import SessionLimit
 from hub.services import events, limits
 from hub.services.clock import iso
@@ -101,6 +102,7 @@ async def session_opened(hub: Hub, actor: Actor, session_id: str) -> None:
     try:
         first = await hub.bus.presence_join(actor.project_id, agent_id, session_id, cap)
     except SessionLimit:
+        metrics.rate_limited("sessions_per_agent")
         raise limits.rate_limited(
             5, f"{actor.alias} already holds {cap} sessions; close one first"
         ) from None
