@@ -20,7 +20,7 @@ from hub import metrics
 from hub.bus import create_bus
 from hub.bus.relay import Relay
 from hub.config import Settings
-from hub.services import escalations, presence, reservations, retention, webhooks
+from hub.services import escalations, leases, presence, reservations, retention, webhooks
 from hub.services.context import Hub
 from hub.services.limits import create_limiter
 from hub.store import Store
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         reservations.start(hub)
         escalations.start(hub)
         retention.start(hub)
+        leases.start(hub)
         logger.info(
             "beadhub instance %s ready (bus %s)",
             settings.instance_id,
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             metrics.unwatch(hub)
+            await leases.stop(hub)
             await retention.stop(hub)
             await reservations.stop(hub)
             await escalations.stop(hub)

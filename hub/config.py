@@ -95,6 +95,15 @@ class Settings:
     reservation_max_ttl: int = 3600
     mail_max_body_bytes: int = 64 * 1024
     chat_max_wait_seconds: int = 600
+    #: Leases (hub.services.leases): how long an agent may be gone (no
+    #: session, no live heartbeat) before its claims / its reservations are
+    #: released with reason ``holder_gone``; how often every instance looks
+    #: for what a dead instance's timers left.
+    claim_holder_grace_seconds: float = 900.0
+    reservation_holder_grace_seconds: float = 60.0
+    lease_sweep_seconds: float = 30.0
+    #: Longest ``wait`` of a queued acquire or claim (hub.services.queues).
+    queue_max_wait_seconds: int = 600
     log_level: str = "info"
     #: ``text`` or ``json`` (one object per line); see hub.logs.
     log_format: str = "text"
@@ -137,6 +146,10 @@ class Settings:
             instance_ttl_seconds=_env_float("BEADHUB_INSTANCE_TTL", 6.0),
             reservation_default_ttl=_env_int("BEADHUB_RESERVATION_TTL", 300),
             reservation_max_ttl=_env_int("BEADHUB_RESERVATION_MAX_TTL", 3600),
+            claim_holder_grace_seconds=_env_float("BEADHUB_CLAIM_HOLDER_GRACE", 900.0),
+            reservation_holder_grace_seconds=_env_float("BEADHUB_RESERVATION_HOLDER_GRACE", 60.0),
+            lease_sweep_seconds=_env_float("BEADHUB_LEASE_SWEEP", 30.0),
+            queue_max_wait_seconds=_env_int("BEADHUB_QUEUE_MAX_WAIT", 600),
             log_level=os.environ.get("BEADHUB_LOG_LEVEL", "info"),
             log_format=os.environ.get("BEADHUB_LOG_FORMAT", "text"),
             metrics_enabled=_env_bool("BEADHUB_METRICS", True),

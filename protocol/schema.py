@@ -28,3 +28,16 @@ class Params(BaseModel):
 
 class NoParams(Params):
     pass
+
+
+#: Printable ASCII without spaces, as HTTP's Idempotency-Key header allows.
+IdempotencyKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
+]
+
+
+class Retryable(Params):
+    """A state-changing call: repeating it with the same ``idempotency_key``
+    within 24 hours returns the first answer and changes nothing."""
+
+    idempotency_key: IdempotencyKey | None = None

@@ -133,6 +133,7 @@ async def test_claim_shows_in_status_and_reaches_the_team(any_server: RunningHub
             "alias": "alice-frontend",
             "human_name": "juan",
             "claimed_at": claimed["claim"]["claimed_at"],
+            "token": claimed["claim"]["token"],
         }
 
         status = await bob.call("status.get")

@@ -522,7 +522,7 @@ _ACQUIRE = """
 INSERT INTO claims AS c (project_id, bead_id, agent_id) VALUES ($1, $2, $3)
 ON CONFLICT (project_id, bead_id) DO UPDATE SET agent_id = c.agent_id
 WHERE c.agent_id = EXCLUDED.agent_id
-RETURNING c.claimed_at, (c.xmax = 0) AS inserted
+RETURNING c.claimed_at, c.token, (c.xmax = 0) AS inserted
 """
 
 
@@ -559,7 +559,7 @@ async def take(
 
 async def holder(conn: asyncpg.Connection, project_id: str, bead_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT c.bead_id, c.agent_id, c.claimed_at, a.alias, a.human_name "
+        "SELECT c.bead_id, c.agent_id, c.claimed_at, c.token, a.alias, a.human_name, a.last_seen "
         "FROM claims c JOIN agents a ON a.id = c.agent_id "
         "WHERE c.project_id = $1 AND c.bead_id = $2",
         project_id,
@@ -578,7 +578,7 @@ async def release_claims(
         DELETE FROM claims c USING agents a
         WHERE c.project_id = $1 AND c.bead_id = ANY($2::text[])
           AND ($3::uuid IS NULL OR c.agent_id = $3) AND a.id = c.agent_id
-        RETURNING c.bead_id, c.agent_id, c.claimed_at, a.alias, a.human_name,
+        RETURNING c.bead_id, c.agent_id, c.claimed_at, c.token, a.alias, a.human_name,
           (SELECT i.title FROM beads_issues i
            WHERE i.project_id = c.project_id AND i.bead_id = c.bead_id) AS title
         """,
@@ -618,6 +618,7 @@ def claim_event(
         "alias": row["alias"],
         "human_name": row["human_name"],
         "claimed_at": iso(row["claimed_at"]),
+        "token": row["token"],
         **extra,
     }
 
@@ -633,12 +634,14 @@ def actor_claim_event(
         "alias": actor.alias,
         "human_name": actor.human_name,
         "claimed_at": iso(won["claimed_at"]),
+        "token": won["token"],
     }
 
 
 _CLAIM_ROWS = """
-SELECT c.bead_id, c.agent_id, c.claimed_at, a.alias, a.human_name, a.role,
-       coalesce(i.title, '') AS title, i.status
+SELECT c.bead_id, c.agent_id, c.claimed_at, c.token, a.alias, a.human_name, a.role,
+       coalesce(i.title, '') AS title, i.status, a.last_seen,
+       (a.http_online_until > now()) AS http_online
 FROM claims c
 JOIN agents a ON a.id = c.agent_id
 LEFT JOIN beads_issues i ON i.project_id = c.project_id AND i.bead_id = c.bead_id
@@ -648,8 +651,11 @@ ORDER BY c.claimed_at DESC, c.bead_id
 
 
 async def claim_rows(hub: Hub, project_id: str) -> list[dict[str, Any]]:
-    """Every claim in the project, newest first, with holder and apex."""
+    """Every claim in the project, newest first, with holder, apex, fencing
+    ``token``, and ``stale`` (the holder is gone: no session, no live
+    heartbeat) with ``holder_last_seen``."""
     rows = await hub.store.fetch(_CLAIM_ROWS, project_id)
+    online = await hub.bus.online_agents(project_id) if rows else set()
     tops = await apexes(hub, project_id, [r["bead_id"] for r in rows])
     return [
         {
@@ -662,6 +668,11 @@ async def claim_rows(hub: Hub, project_id: str) -> list[dict[str, Any]]:
             "human_name": r["human_name"],
             "role": r["role"],
             "claimed_at": iso(r["claimed_at"]),
+            "token": r["token"],
+            "holder_last_seen": iso(r["last_seen"]),
+            # Held while the holder is live; stale once it is gone, until
+            # the lease's grace releases it (hub.services.leases).
+            "stale": not (r["http_online"] or r["agent_id"] in online),
             **tops.get(r["bead_id"], {"apex_id": None, "apex_title": None, "apex_type": None}),
         }
         for r in rows

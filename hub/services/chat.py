@@ -37,7 +37,7 @@ from typing import Any
 
 import asyncpg
 
-from hub.services import clock, events, humans, mail, webhooks
+from hub.services import clock, events, humans, idempotency, mail, webhooks
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from hub.services.mail import check_body, parse_id
@@ -472,13 +472,17 @@ async def send(
     wait: float = 0,
     hang_on: bool = False,
     leaving: bool = False,
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
     """Send a chat message to the conversation with exactly the agents in
     ``to`` (opened if new) or into ``session_id``; with ``wait`` (seconds)
     block until a reply, the deadline or the targets leaving.
 
     ``status`` is ``sent`` without a wait, else ``replied``, ``timeout`` or
-    ``target_left``."""
+    ``target_left``. ``idempotency_key`` with a wait: the message is stored
+    once per key (atomically with the key), and a repeat waits again for
+    the reply (without a wait the transport makes the whole call
+    idempotent, hub.services.idempotency)."""
     agent_id = await mail.mailbox(hub, actor)
     check_body(hub, body)
     if not body:
@@ -492,7 +496,12 @@ async def send(
     sid = parse_id(session_id, "session_id") if session_id is not None else None
     listener = _Listener(hub, actor.project_id, agent_id) if wait > 0 else None
     async with listener.listening() if listener else contextlib.nullcontext():
-        sent, parts = await _store(hub, actor, agent_id, body, to, sid, wait, hang_on, leaving)
+        if idempotency_key is not None and wait > 0:
+            sent, parts = await _store_once(
+                hub, actor, agent_id, idempotency_key, body, to, sid, wait, hang_on, leaving
+            )
+        else:
+            sent, parts = await _store(hub, actor, agent_id, body, to, sid, wait, hang_on, leaving)
         targets = {p["agent_id"]: p["alias"] for p in parts if p["agent_id"] != agent_id}
         if not actor.is_human and any(humans.is_human_alias(a) for a in targets.values()):
             await _tell_humans(hub, actor, sent, body, targets)
@@ -527,6 +536,43 @@ async def _tell_humans(
         "timestamp": sent["timestamp"],
     }
     await webhooks.notify(hub, actor.project_id, "chat.human", data)
+
+
+async def _store_once(
+    hub: Hub,
+    actor: Actor,
+    agent_id: str,
+    key: str,
+    body: str,
+    to: list[str] | None,
+    session_id: str | None,
+    wait: float,
+    hang_on: bool,
+    leaving: bool,
+) -> tuple[dict[str, Any], list[Mapping[str, Any]]]:
+    """:func:`_store` once per idempotency key: its answer kept as JSON."""
+
+    async def store() -> dict[str, Any]:
+        sent, parts = await _store(
+            hub, actor, agent_id, body, to, session_id, wait, hang_on, leaving
+        )
+        until = sent.pop("_waiting_until")
+        return {
+            "sent": sent,
+            "waiting_until": iso(until),
+            "parts": [{**p, "left_at": iso(p["left_at"])} for p in parts],
+        }
+
+    request = {"to": to, "session_id": session_id, "body": body, "wait": wait,
+               "hang_on": hang_on, "leaving": leaving}  # fmt: skip
+    kept = await idempotency.run(hub, actor, "chat.send", key, request, store)
+    until = kept["waiting_until"]
+    sent = {**kept["sent"], "_waiting_until": clock.parse(until) if until else None}
+    parts: list[Mapping[str, Any]] = [
+        {**p, "left_at": clock.parse(p["left_at"]) if p["left_at"] else None}
+        for p in kept["parts"]
+    ]
+    return sent, parts
 
 
 async def _store(

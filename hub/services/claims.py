@@ -16,9 +16,9 @@ import os
 import shlex
 from typing import Any
 
-from hub.services import beads
+from hub.services import beads, idempotency, queues
 from hub.services.context import Actor, Hub
-from hub.services.events import change
+from hub.services.events import Change, change
 from protocol.errors import RpcError, conflict, not_found
 from protocol.methods.beads import BEAD_ID_RE
 
@@ -31,34 +31,103 @@ def holder_conflict(bead_id: str, data: dict[str, Any]) -> RpcError:
 
 
 async def claim(
-    hub: Hub, actor: Actor, bead_id: str, *, allow_unknown: bool = False
+    hub: Hub,
+    actor: Actor,
+    bead_id: str,
+    *,
+    allow_unknown: bool = False,
+    wait: float | None = None,
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
     """Claim ``bead_id`` for the calling agent.
 
     Returns ``claim`` (bead_id, title, agent_id, alias, human_name,
-    claimed_at) and ``acquired`` (false when the agent already held it).
-    An issue the hub has not synced is NOT_FOUND unless ``allow_unknown``
-    (bdh may claim before its first sync); a closed issue is CONFLICT."""
-    agent_id = actor.require_agent()
+    claimed_at, token) and ``acquired`` (false when the agent already held
+    it). An issue the hub has not synced is NOT_FOUND unless
+    ``allow_unknown`` (bdh may claim before its first sync); a closed issue
+    is CONFLICT. With ``wait`` (seconds) an issue another agent holds is
+    waited for in line (:mod:`hub.services.queues`); CONFLICT if the wait
+    ends first."""
+    actor.require_agent()
     bead_id = beads.check_bead_id(bead_id)
-    async with change(hub, actor.project_id) as tx:
-        issue = await tx.conn.fetchrow(
-            "SELECT title, status FROM beads_issues WHERE project_id = $1 AND bead_id = $2",
-            actor.project_id,
-            bead_id,
+    waiting = queues.check_wait(hub, wait)
+    if waiting is not None:
+        if idempotency_key is None:
+            return await _claim_waiting(hub, actor, bead_id, allow_unknown, waiting)
+        return await idempotency.run(
+            hub,
+            actor,
+            "claims.claim",
+            idempotency_key,
+            {"bead_id": bead_id, "wait": waiting},
+            lambda: _claim_waiting(hub, actor, bead_id, allow_unknown, waiting),
+            atomic=False,
         )
-        if issue is None and not allow_unknown:
-            raise not_found(f"issue {bead_id} not found in this project", bead_id=bead_id)
-        if issue is not None and issue["status"] == "closed":
-            raise conflict(f"{bead_id} is closed", bead_id=bead_id, status="closed")
-        title = issue["title"] if issue is not None else ""
-        outcome = await beads.take(tx.conn, actor.project_id, bead_id, agent_id)
-        if isinstance(outcome, beads.Held):
-            raise holder_conflict(bead_id, beads.holder_data(bead_id, outcome.row))
-        event = beads.actor_claim_event(actor, bead_id, title, outcome)
-        if outcome["inserted"]:
-            tx.emit("claim.acquired", event)
+    async with change(hub, actor.project_id) as tx:
+        outcome = await _take(tx, actor, bead_id, allow_unknown)
+    if isinstance(outcome, beads.Held):
+        raise holder_conflict(bead_id, beads.holder_data(bead_id, outcome.row))
+    return outcome
+
+
+async def _take(
+    tx: Change, actor: Actor, bead_id: str, allow_unknown: bool
+) -> dict[str, Any] | beads.Held:
+    """Decide a claim in the open transaction: the answer, or who holds it."""
+    issue = await tx.conn.fetchrow(
+        "SELECT title, status FROM beads_issues WHERE project_id = $1 AND bead_id = $2",
+        actor.project_id,
+        bead_id,
+    )
+    if issue is None and not allow_unknown:
+        raise not_found(f"issue {bead_id} not found in this project", bead_id=bead_id)
+    if issue is not None and issue["status"] == "closed":
+        raise conflict(f"{bead_id} is closed", bead_id=bead_id, status="closed")
+    title = issue["title"] if issue is not None else ""
+    outcome = await beads.take(tx.conn, actor.project_id, bead_id, actor.require_agent())
+    if isinstance(outcome, beads.Held):
+        return outcome
+    event = beads.actor_claim_event(actor, bead_id, title, outcome)
+    if outcome["inserted"]:
+        tx.emit("claim.acquired", event)
     return {"claim": event, "acquired": bool(outcome["inserted"])}
+
+
+async def _claim_waiting(
+    hub: Hub, actor: Actor, bead_id: str, allow_unknown: bool, wait: float
+) -> dict[str, Any]:
+    held: beads.Held | None = None
+    async with queues.Turn(hub, actor, "claim", wait, lambda d: d["bead_id"] == bead_id) as turn:
+        while True:
+            turn.woken.clear()
+            if not (turn.rows and await turn.all_blocked([(bead_id, True)], str.__eq__)):
+                async with change(hub, actor.project_id) as tx:
+                    # The claim's own lock orders the line's entries and grants.
+                    await tx.conn.execute(
+                        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                        f"claim:{actor.project_id}:{bead_id}",
+                    )
+                    line = await turn.line(tx.conn)
+                    outcome: dict[str, Any] | beads.Held | None = None
+                    if turn.ahead(line, bead_id, True, str.__eq__) is None:
+                        outcome = await _take(tx, actor, bead_id, allow_unknown)
+                    if isinstance(outcome, dict):
+                        await turn.granted(tx.conn, [bead_id])
+                    else:
+                        held = outcome or held
+                        for type_, data in await turn.enter(tx.conn, [(bead_id, True)]):
+                            tx.emit(type_, data)
+                if isinstance(outcome, dict):
+                    return {**outcome, "status": "granted", "waited_seconds": turn.waited_seconds}
+            if not await turn.sleep():
+                break
+        waited = turn.waited_seconds
+    if held is None:
+        raise conflict(f"{bead_id} is still claimed; waited {waited} s", bead_id=bead_id)
+    data = beads.holder_data(bead_id, held.row)
+    error = holder_conflict(bead_id, data)
+    error.data = {**(error.data or {}), "waited_seconds": waited}
+    raise error
 
 
 async def release(hub: Hub, actor: Actor, bead_id: str) -> dict[str, Any]:

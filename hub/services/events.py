@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -150,9 +151,48 @@ async def change(hub: Hub, project_id: str) -> AsyncIterator[Change]:
         await publish(hub, event)
 
 
+async def store(
+    conn: asyncpg.Connection,
+    project_id: str,
+    type: str,
+    data: dict[str, Any],
+    recipients: list[str] | None = None,
+) -> Event:
+    """Insert an event in the caller's own open transaction; the caller
+    publishes it (:func:`publish`) once that transaction committed."""
+    return Event.from_row(await conn.fetchrow(_INSERT, project_id, type, recipients, data))
+
+
+#: Events held back until an enclosing transaction commits (:func:`deferring`).
+_deferred: ContextVar[list[Event] | None] = ContextVar("beadhub_deferred_events", default=None)
+
+
+@contextmanager
+def deferring() -> Iterator[list[Event]]:
+    """Inside this block, :func:`publish` and :func:`publish_rows` only
+    collect: the block runs the change inside a transaction of its own
+    (hub.services.idempotency), so "committed" means that transaction's
+    commit. Publish the list with :func:`flush` after it."""
+    held: list[Event] = []
+    token = _deferred.set(held)
+    try:
+        yield held
+    finally:
+        _deferred.reset(token)
+
+
+async def flush(hub: Hub, held: list[Event]) -> None:
+    for event in held:
+        await publish(hub, event)
+
+
 async def publish(hub: Hub, event: Event) -> None:
     """Announce a committed event, unless nobody could receive it
     (Relay.wanted)."""
+    held = _deferred.get()
+    if held is not None:
+        held.append(event)
+        return
     metrics.EVENTS_PUBLISHED.value += 1
     name = channel(event.project_id)
     if hub.relay.wanted(name, event.type, event.recipients):
@@ -192,6 +232,10 @@ async def publish_rows(
 ) -> None:
     """Publish the events a committed statement returned (rows whose event
     columns are NULL stored no event and are skipped)."""
+    held = _deferred.get()
+    if held is not None:
+        held.extend(Event.from_row(row, prefix) for row in rows if row[prefix + "seq"] is not None)
+        return
     for row in rows:
         if row[prefix + "seq"] is None:
             continue

@@ -16,7 +16,7 @@ from typing import Any
 
 from hub import metrics
 from hub.bus import SessionLimit
-from hub.services import events, limits
+from hub.services import events, leases, limits
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from protocol.errors import forbidden, not_found
@@ -92,6 +92,8 @@ async def _announce(hub: Hub, project_id: str, agent_id: str, online: bool) -> N
         )
         if row is not None:
             tx.emit("presence", agent_view(row, online or bool(row["http_online"])))
+    if not online:
+        leases.agent_left(hub, project_id, agent_id)
 
 
 async def session_opened(hub: Hub, actor: Actor, session_id: str) -> None:
@@ -227,6 +229,11 @@ async def _announce_lapse(hub: Hub, project_id: str, agent_id: str) -> None:
         # An agent that has since opened a WebSocket session is still online.
         if row is not None and agent_id not in await hub.bus.online_agents(project_id):
             tx.emit("presence", agent_view(row, False))
+            gone = True
+        else:
+            gone = False
+    if gone:
+        leases.agent_left(hub, project_id, agent_id)
 
 
 async def require_self(hub: Hub, actor: Actor, workspace_id: str | None) -> str | None:

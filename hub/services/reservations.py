@@ -78,11 +78,11 @@ from typing import Any
 import asyncpg
 import orjson
 
-from hub.services import clock, events, policies
+from hub.services import clock, events, idempotency, policies, queues
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from hub.services.events import change
-from hub.services.paths import Pattern, normalise_prefix, parse
+from hub.services.paths import Pattern, normalise_prefix, overlaps, parse
 from protocol.errors import invalid_params
 from protocol.methods.reservations import (
     BEAD_ID_MAX,
@@ -105,8 +105,12 @@ RECHECK_SECONDS = 0.25
 
 _COLUMNS = """
 r.id, r.project_id, r.holder_agent_id, r.holder_alias, r.path, r.is_glob, r.exclusive,
-r.reason, r.bead_id, r.metadata, r.acquired_at, r.expires_at
+r.reason, r.bead_id, r.metadata, r.acquired_at, r.expires_at, r.token
 """
+
+
+#: The columns of a reservation row (``r``), for other services' statements.
+COLUMNS = _COLUMNS
 
 
 # -- views --------------------------------------------------------------------
@@ -131,6 +135,7 @@ def view(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
         "acquired_at": iso(row["acquired_at"]),
         "expires_at": iso(row["expires_at"]),
         "ttl_remaining_seconds": row["ttl_remaining"],
+        "token": row["token"],
     }
 
 
@@ -148,6 +153,7 @@ def _event_data(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
         "bead_id": row["bead_id"],
         "acquired_at": iso(row["acquired_at"]),
         "expires_at": iso(row["expires_at"]),
+        "token": row["token"],
     }
 
 
@@ -310,18 +316,36 @@ async def acquire(
     reason: str | None = None,
     bead_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    wait: float | None = None,
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
     """Reserve ``paths`` for the calling agent. Returns ``granted``
-    [{reservation_id, path, exclusive, acquired_at, expires_at, renewed}]
-    and ``conflicts`` (see :func:`_conflict`); a conflicting path is not
-    granted. Announces ``reservation.granted`` (``reservation.renewed``
-    when the caller already held that pattern)."""
+    [{reservation_id, path, exclusive, acquired_at, expires_at, renewed,
+    token}] and ``conflicts`` (see :func:`_conflict`); a conflicting path is
+    not granted. Announces ``reservation.granted`` (``reservation.renewed``
+    when the caller already held that pattern). With ``wait`` (seconds) a
+    conflicting path is waited for in line (:func:`_acquire_waiting`)."""
     agent_id = actor.require_agent()
     patterns = _patterns(paths)
     ttl = _ttl(hub, ttl_seconds)
     reason = _text("reason", reason, REASON_MAX)
     bead_id = _text("bead_id", bead_id, BEAD_ID_MAX)
     metadata = _metadata(metadata)
+    waiting = queues.check_wait(hub, wait)
+    if waiting is not None:
+        options = (bool(exclusive), float(ttl), reason, bead_id, metadata)
+        if idempotency_key is None:
+            return await _acquire_waiting(hub, actor, patterns, waiting, options)
+        request = {"paths": [p.path for p in patterns], "wait": waiting, "options": options}
+        return await idempotency.run(
+            hub,
+            actor,
+            "reservations.acquire",
+            idempotency_key,
+            request,
+            lambda: _acquire_waiting(hub, actor, patterns, waiting, options),
+            atomic=False,
+        )
     keys = [key for pattern in patterns for key in pattern.lock_keys()]
     group = hub.store.group_commit(
         "reservations.acquire", lambda: write_acquires, locks=_acquire_locks
@@ -358,6 +382,94 @@ async def acquire(
     return {"granted": granted, "conflicts": conflicts}
 
 
+def _overlap(a: str, b: str) -> bool:
+    return overlaps(parse(a), parse(b))
+
+
+async def _acquire_waiting(
+    hub: Hub, actor: Actor, patterns: list[Pattern], wait: float, options: tuple[Any, ...]
+) -> dict[str, Any]:
+    """Acquire, waiting in line (:mod:`hub.services.queues`) for what
+    conflicts until all is granted or ``wait`` ends. Returns ``granted``
+    (everything granted during the call), ``conflicts`` (of the last
+    attempt, when the wait ended without all), ``queued`` (paths still not
+    granted), ``status`` (``granted`` or ``timeout``), ``waited_seconds``."""
+    exclusive = options[0]
+    pending = list(patterns)
+    granted: list[dict[str, Any]] = []
+    conflicts: list[dict[str, Any]] = []
+
+    def frees(data: dict[str, Any]) -> bool:
+        released = parse(data["path"])
+        return any(overlaps(released, p) for p in pending)
+
+    async with queues.Turn(hub, actor, "reservation", wait, frees) as turn:
+        while pending:
+            turn.woken.clear()
+            keys = [(p.path, exclusive) for p in pending]
+            if not (turn.rows and await turn.all_blocked(keys, _overlap)):
+                got, conflicts, pending = await _attempt(hub, actor, turn, pending, options)
+                granted.extend(got)
+                if not pending:
+                    break
+            if not await turn.sleep():
+                break
+        waited = turn.waited_seconds
+    order = {p.path: i for i, p in enumerate(patterns)}
+    return {
+        "granted": sorted(granted, key=lambda g: order[g["path"]]),
+        "conflicts": conflicts if pending else [],
+        "queued": [p.path for p in pending],
+        "status": "timeout" if pending else "granted",
+        "waited_seconds": waited,
+    }
+
+
+async def _attempt(
+    hub: Hub,
+    actor: Actor,
+    turn: queues.Turn,
+    pending: list[Pattern],
+    options: tuple[Any, ...],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Pattern]]:
+    """One try of a waiting acquire, in one transaction under the paths'
+    locks: acquire what no earlier waiter is queued for, queue for what is
+    still taken. Returns (granted, conflicts, still pending)."""
+    project_id, exclusive = actor.project_id, options[0]
+    rows: list[asyncpg.Record] = []
+    async with hub.store.connection() as conn, conn.transaction():
+        await _lock(conn, project_id, pending)
+        line = await turn.line(conn)
+        blocked = {
+            p.path
+            for p in pending
+            if turn.ahead(line, p.path, exclusive, _overlap) is not None
+        }
+        trying = [p for p in pending if p.path not in blocked]
+        if trying:
+            keys = [key for p in trying for key in p.lock_keys()]
+            call = (project_id, actor.agent_id, actor.alias, *options, trying, keys)
+            rows = (await write_acquires(conn, [call]))[0]
+        taken = {row["requested"] for row in _kind(rows, "conflict")}
+        still = [p for p in pending if p.path in blocked or p.path in taken]
+        await turn.granted(conn, [p.path for p in trying if p.path not in taken])
+        queued = [
+            await events.store(conn, project_id, type_, data)
+            for type_, data in await turn.enter(conn, [(p.path, exclusive) for p in still])
+        ]
+    announced = await _publish(hub, rows)
+    for event in queued:
+        await events.publish(hub, event)
+    granted = [
+        _granted(data, renewed=data["type"] == "reservation.renewed")
+        for data in announced
+        if data["type"] != "reservation.expired"
+    ]
+    _schedule_all(hub, project_id, granted)
+    conflicts = [_conflict(row, row["locked_at"]) for row in _kind(rows, "conflict")]
+    return granted, conflicts, still
+
+
 def _granted(data: dict[str, Any], renewed: bool) -> dict[str, Any]:
     """A granted or renewed reservation as the caller gets it, from its
     event's payload (:func:`_event_data`)."""
@@ -368,6 +480,7 @@ def _granted(data: dict[str, Any], renewed: bool) -> dict[str, Any]:
         "acquired_at": data["acquired_at"],
         "expires_at": data["expires_at"],
         "renewed": renewed,
+        "token": data["token"],
     }
 
 
@@ -498,6 +611,16 @@ async def revoke(
     }
 
 
+def event_data(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
+    """A reservation event's payload, for other services' releases."""
+    return _event_data(row)
+
+
+def cancel_timers(hub: Hub, reservation_ids: list[str]) -> None:
+    """Forget the expiry timers of reservations some other change deleted."""
+    _cancel_all(hub, reservation_ids)
+
+
 def _cancel_all(hub: Hub, reservation_ids: list[str]) -> None:
     expiry = _machines.get(id(hub))
     if expiry is not None:
@@ -533,6 +656,66 @@ async def list_active(
         normalise_prefix(path_prefix),
     )
     return [view(row) for row in rows]
+
+
+_CHECK = f"""
+SELECT q.i::int AS i, {_COLUMNS},
+       greatest(0, ceil(extract(epoch FROM r.expires_at - now())))::int AS ttl_remaining
+FROM unnest($2::text[], $3::boolean[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::text[]) WITH ORDINALITY AS q(path, is_glob, regex, prefix, suffix, low, high, i)
+CROSS JOIN LATERAL (
+    SELECT r.* FROM reservations r
+    WHERE r.project_id = $1 AND NOT q.is_glob AND NOT r.is_glob AND r.path = q.path
+    UNION ALL
+    SELECT r.* FROM reservations r
+    WHERE r.project_id = $1 AND q.is_glob AND NOT r.is_glob
+      AND r.path >= q.low AND r.path < q.high AND r.path ~ q.regex
+    UNION ALL
+    SELECT r.* FROM reservations r
+    WHERE r.project_id = $1 AND r.is_glob AND CASE
+        WHEN q.is_glob THEN
+            (starts_with(r.literal_prefix, q.prefix) OR starts_with(q.prefix, r.literal_prefix))
+            AND (right(r.literal_suffix, length(q.suffix)) = q.suffix
+                 OR right(q.suffix, length(r.literal_suffix)) = r.literal_suffix)
+        ELSE starts_with(q.path, r.literal_prefix) AND q.path ~ r.pattern_regex
+    END
+) r
+WHERE r.expires_at > now()
+ORDER BY q.i, r.exclusive DESC, r.token
+"""
+
+
+async def check(hub: Hub, actor: Actor, paths: Sequence[str]) -> dict[str, Any]:
+    """Who holds what: for each requested path, the live reservations
+    overlapping it (see :func:`view`, each with its fencing ``token``) and
+    ``exclusive_holder`` (the exclusive one, or null). Read-only; agents
+    and humans. A guard compares a token it saw with the current one to
+    tell a stale holder from the current one."""
+    patterns = _patterns(paths)
+    rows = await hub.store.fetch(
+        _CHECK,
+        actor.project_id,
+        [p.path for p in patterns],
+        [p.is_glob for p in patterns],
+        [p.regex for p in patterns],
+        [p.prefix for p in patterns],
+        [p.suffix for p in patterns],
+        [p.range_low for p in patterns],
+        [p.range_high for p in patterns],
+    )
+    held: list[list[dict[str, Any]]] = [[] for _ in patterns]
+    for row in rows:
+        held[row["i"] - 1].append(view(row))
+    return {
+        "paths": [
+            {
+                "path": p.path,
+                "holders": holders,
+                "exclusive_holder": next((h for h in holders if h["exclusive"]), None),
+            }
+            for p, holders in zip(patterns, held, strict=True)
+        ]
+    }
 
 
 # -- expiry ---------------------------------------------------------------------------

@@ -102,7 +102,11 @@ class GroupCommit:
         return len(self._queue)
 
     async def submit(self, *args: Any) -> Any:
-        """The writer's result for ``args``, committed."""
+        """The writer's result for ``args``, committed (inside
+        ``Store.use``: written alone on that transaction, committed with it)."""
+        ambient = self._store.ambient
+        if ambient is not None:
+            return (await self._write_batch(ambient, [args]))[0]
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = self._loop.create_future()

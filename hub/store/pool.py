@@ -77,6 +77,9 @@ class Store:
         self._pinned: ContextVar[asyncpg.Connection | None] = ContextVar(
             f"beadhub_pinned_{id(self)}", default=None
         )
+        self._ambient: ContextVar[asyncpg.Connection | None] = ContextVar(
+            f"beadhub_ambient_{id(self)}", default=None
+        )
         self._groups: dict[str, GroupCommit] = {}
         self._shared = SharedReads()
 
@@ -139,6 +142,25 @@ class Store:
                 yield
             finally:
                 self._pinned.reset(token)
+
+    @asynccontextmanager
+    async def use(self, conn: asyncpg.Connection) -> AsyncIterator[None]:
+        """Run every store call of this block on ``conn``, an open
+        transaction (hub.services.idempotency): reads, ``change`` blocks
+        (savepoints) and group-commit writes, which are then written on it
+        directly instead of batched."""
+        pinned = self._pinned.set(conn)
+        ambient = self._ambient.set(conn)
+        try:
+            yield
+        finally:
+            self._ambient.reset(ambient)
+            self._pinned.reset(pinned)
+
+    @property
+    def ambient(self) -> asyncpg.Connection | None:
+        """The transaction of an enclosing :meth:`use`, if any."""
+        return self._ambient.get()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:

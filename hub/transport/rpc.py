@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from hub.services import idempotency
 from hub.services.context import Actor, Hub
 from protocol.errors import ErrorCode, RpcError
 from protocol.methods import CATALOGUE
@@ -67,4 +68,13 @@ async def dispatch(call: Call, name: str, params: dict[str, Any]) -> Any:
     handler = HANDLERS.get(name)
     if handler is None:
         raise RpcError(ErrorCode.METHOD_NOT_FOUND, f"method not found: {name}")
-    return await handler(call, parse_params(CATALOGUE[name], params))
+    parsed = parse_params(CATALOGUE[name], params)
+    key = getattr(parsed, "idempotency_key", None)
+    # A call that waits holds no transaction open for its wait: its
+    # handler hands the key to the service (hub.services.idempotency).
+    if key is None or getattr(parsed, "wait", None):
+        return await handler(call, parsed)
+    request = parsed.model_dump(mode="json", exclude={"idempotency_key"})
+    return await idempotency.run(
+        call.hub, call.actor, name, key, request, lambda: handler(call, parsed)
+    )

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from protocol.schema import Params
+from protocol.schema import Params, Retryable
 
 BEAD_ID_MAX = 200
 BEAD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
@@ -47,11 +47,14 @@ class BeadsReady(Params):
     limit: int = Field(default=DEFAULT_LIST_LIMIT, ge=1, le=MAX_LIST_LIMIT)
 
 
-class ClaimsClaim(Params):
+class ClaimsClaim(Retryable):
     bead_id: BeadId
+    #: Seconds to wait in line when another agent holds it (hub setting
+    #: ``queue_max_wait_seconds`` at most).
+    wait: float | None = Field(default=None, ge=0)
 
 
-class ClaimsRelease(Params):
+class ClaimsRelease(Retryable):
     bead_id: BeadId
 
 

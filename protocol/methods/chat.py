@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, model_validator
 
-from protocol.schema import Params, Recipient
+from protocol.schema import Params, Recipient, Retryable
 
 
-class ChatSend(Params):
+class ChatSend(Retryable):
     """To a set of agents (``to``: the conversation with exactly them and
     the caller, opened if new) or into an existing ``session_id``.
 

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from protocol.schema import Params
+from protocol.schema import Params, Retryable
 
 SUBJECT_MAX = 200
 SITUATION_MAX = 20_000
@@ -19,7 +19,7 @@ Uuid = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F-]{32,36}$")]
 EscalationStatus = Literal["pending", "answered", "expired"]
 
 
-class EscalationCreate(Params):
+class EscalationCreate(Retryable):
     subject: str = Field(min_length=1, max_length=SUBJECT_MAX)
     situation: str = Field(min_length=1, max_length=SITUATION_MAX)
     bead_id: str | None = Field(default=None, min_length=1, max_length=BEAD_ID_MAX)

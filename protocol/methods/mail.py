@@ -6,12 +6,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from protocol.schema import Params, Recipient, ShortText
+from protocol.schema import Params, Recipient, Retryable, ShortText
 
 Priority = Literal["low", "normal", "high", "urgent"]
 
 
-class MailSend(Params):
+class MailSend(Retryable):
     """To some agents by alias (``to``) or to every agent of the project
     (``to_all``), exactly one of the two. The body's size limit is a hub
     setting (TOO_LARGE over it)."""
@@ -40,7 +40,7 @@ class MailInbox(Params):
     offset: int = Field(default=0, ge=0, le=100_000)
 
 
-class MailAck(Params):
+class MailAck(Retryable):
     message_ids: list[str] = Field(min_length=1, max_length=1000)
 
 

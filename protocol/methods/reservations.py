@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from protocol.schema import Alias, Params
+from protocol.schema import Alias, Params, Retryable
 
 MAX_PATHS = 500
 PATH_MAX = 1024
@@ -19,7 +19,7 @@ METADATA_MAX_BYTES = 16 * 1024
 Paths = list[str]
 
 
-class ReservationAcquire(Params):
+class ReservationAcquire(Retryable):
     paths: Paths = Field(min_length=1, max_length=MAX_PATHS)
     #: Default and maximum are hub settings (300 s and 3600 s by default).
     ttl_seconds: int | None = Field(default=None, ge=1)
@@ -27,6 +27,9 @@ class ReservationAcquire(Params):
     reason: str | None = Field(default=None, max_length=REASON_MAX)
     bead_id: str | None = Field(default=None, min_length=1, max_length=BEAD_ID_MAX)
     metadata: dict[str, Any] | None = None
+    #: Seconds to wait in line for conflicting paths (hub setting
+    #: ``queue_max_wait_seconds`` at most).
+    wait: float | None = Field(default=None, ge=0)
 
 
 class ReservationRenew(Params):
@@ -34,8 +37,18 @@ class ReservationRenew(Params):
     ttl_seconds: int | None = Field(default=None, ge=1)
 
 
-class ReservationRelease(Params):
+class ReservationRelease(Retryable):
     paths: Paths = Field(min_length=1, max_length=MAX_PATHS)
+
+
+class ReservationCheck(Params):
+    paths: Paths = Field(min_length=1, max_length=MAX_PATHS)
+
+
+class QueueList(Params):
+    """Who waits in line: ``kind`` ``reservation`` or ``claim`` (None: both)."""
+
+    kind: Literal["reservation", "claim"] | None = None
 
 
 class ReservationRevoke(Params):
@@ -63,4 +76,6 @@ METHODS: dict[str, type[BaseModel]] = {
     "reservations.release": ReservationRelease,
     "reservations.revoke": ReservationRevoke,
     "reservations.list": ReservationList,
+    "reservations.check": ReservationCheck,
+    "queue.list": QueueList,
 }

@@ -19,6 +19,7 @@ TAG = "governance"
 
 @api.post(
     "/v1/escalations",
+    retryable=True,
     summary="Ask a human for help",
     tag=TAG,
     body=i.EscalateRequest,

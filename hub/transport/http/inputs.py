@@ -256,6 +256,9 @@ class LockRequest(StrictBody):
     exclusive: bool = True
     reason: Name = ""
     bead_id: Id = ""
+    #: Seconds to wait in line for conflicting paths: a long request,
+    #: answered when all are granted or the wait ends.
+    wait: Annotated[float, Field(ge=0, le=86_400)] | None = None
 
 
 class ReservationAcquireRequest(StrictBody):
@@ -297,6 +300,24 @@ class RevokeLocksRequest(StrictBody):
 
 class ReservationRevokeRequest(StrictBody):
     prefix: Url = ""
+
+
+class CheckLocksRequest(StrictBody):
+    paths: Paths
+
+
+class ClaimRequest(StrictBody):
+    bead_id: Id = Field(min_length=1)
+    #: Seconds to wait in line when another agent holds it (a long request).
+    wait: Annotated[float, Field(ge=0, le=86_400)] | None = None
+
+
+class ReleaseClaimRequest(StrictBody):
+    bead_id: Id = Field(min_length=1)
+
+
+class QueueQuery(Query):
+    kind: str = ""
 
 
 class LocksQuery(Query):

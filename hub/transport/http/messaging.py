@@ -28,6 +28,7 @@ SELF = {403: "the body names another agent's workspace", 404: "unknown workspace
 
 @api.post(
     "/v1/messages",
+    retryable=True,
     summary="Send mail to an agent (by workspace id, agent id or alias)",
     tag=MAIL,
     body=i.SendMessageRequest,
@@ -80,6 +81,7 @@ async def inbox(call: HttpCall, query: i.InboxQuery) -> dict[str, Any]:
 
 @api.post(
     "/v1/messages/{message_id}/ack",
+    retryable=True,
     summary="Mark one message read",
     tag=MAIL,
     body=i.AckRequest,
@@ -103,6 +105,7 @@ def _participants(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @api.post(
     "/v1/chat/sessions",
+    retryable=True,
     summary="Open (or reuse) the conversation with these agents and send a first message",
     tag=CHAT,
     body=i.ChatCreateSessionRequest,
@@ -143,6 +146,7 @@ async def chat_pending(call: HttpCall) -> dict[str, Any]:
 
 @api.post(
     "/v1/chat/sessions/{session_id}/messages",
+    retryable=True,
     summary="Send a message into a conversation (hang_on asks the waiter for more time)",
     tag=CHAT,
     body=i.ChatSendMessageRequest,

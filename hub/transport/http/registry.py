@@ -18,6 +18,8 @@ model whose required fields are all present.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from hub import logs, metrics
-from hub.services import limits
+from hub.services import idempotency, limits
 from hub.services.context import Actor, Hub
 from hub.transport.http.base import (
     ORJSONResponse,
@@ -61,6 +63,11 @@ class HttpCall:
     def path(self, name: str) -> str:
         return str(self.request.path_params[name])
 
+    @property
+    def idempotency_key(self) -> str | None:
+        """The ``Idempotency-Key`` header (routes declared ``retryable``)."""
+        return self.request.headers.get("idempotency-key")
+
 
 @dataclass(slots=True)
 class Operation:
@@ -81,6 +88,8 @@ class Operation:
     #: address before anything else; authenticated calls also count
     #: against their key's ``key`` allowance.
     rate: str | None = None
+    #: A state-changing route that honours an ``Idempotency-Key`` header.
+    retryable: bool = False
 
     @property
     def name(self) -> str:
@@ -120,6 +129,7 @@ class Api:
         auth: bool = True,
         media_type: str = "application/json",
         rate: str | None = "",
+        retryable: bool = False,
     ) -> Callable[[Handler], Handler]:
         """``rate``: the per-address limit; by default ``anonymous`` for a
         route without auth, none otherwise (the key's limit applies)."""
@@ -143,6 +153,7 @@ class Api:
                     auth=auth,
                     media_type=media_type,
                     rate=rate,
+                    retryable=retryable,
                 )
             )
             return handler
@@ -195,13 +206,22 @@ def _runner(op: Operation) -> Callable[[Request], Awaitable[Response]]:
             await limits.check(hub, "key", limits.caller_key(actor))
         call = HttpCall(hub, actor, request)
         kwargs: dict[str, Any] = {}
+        data: Any = None
         if op.bodies:
             data = await read_json(request)
             model = op.bodies[0] if len(op.bodies) == 1 else pick_shape(op.bodies, data)
             kwargs["body"] = parse_params(model, data)
         if op.query is not None:
             kwargs["query"] = read_query(request, op.query)
-        result = await op.handler(call, **kwargs)
+        waits = bool(getattr(kwargs.get("body"), "wait", None))
+        key = call.idempotency_key if op.retryable else None
+        if waits:
+            # A long request: the client going away ends it (and its place in line).
+            result = await _until_disconnected(request, op.handler(call, **kwargs))
+        elif key is not None:
+            result = await _once(call, op, key, data, kwargs)
+        else:
+            result = await op.handler(call, **kwargs)
         if isinstance(result, Response):
             return result
         return ORJSONResponse(result, status_code=op.status)
@@ -223,6 +243,56 @@ def _runner(op: Operation) -> Callable[[Request], Awaitable[Response]]:
 
     run.__name__ = op.name
     return run
+
+
+class _Unstored(Exception):
+    """A handler answered with a ready Response (an aw-shape 409): nothing
+    changed, so nothing is kept for its key."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+async def _once(
+    call: HttpCall, op: Operation, key: str, data: Any, kwargs: dict[str, Any]
+) -> Any:
+    """The route's answer, once per ``Idempotency-Key`` (hub.services.idempotency)."""
+
+    async def answer() -> Any:
+        result = await op.handler(call, **kwargs)
+        if isinstance(result, Response):
+            raise _Unstored(result)
+        return result
+
+    request = {"path": call.request.url.path, "body": data if op.bodies else None}
+    try:
+        return await idempotency.run(
+            call.hub, call.actor, f"{op.method} {op.path}", key, request, answer
+        )
+    except _Unstored as unstored:
+        return unstored.response
+
+
+async def _until_disconnected(request: Request, work: Awaitable[Any]) -> Any:
+    """``await work``, cancelled if the client disconnects first."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return Response(status_code=499)
+    return task.result()
 
 
 #: The shim's routes register here (see hub.transport.http.__init__).

@@ -14,12 +14,12 @@ from typing import Any
 
 from starlette.responses import Response
 
-from hub.services import presence, reservations
+from hub.services import claims, presence, queues, reservations
 from hub.transport.http import inputs as i
 from hub.transport.http import outputs as o
 from hub.transport.http.base import ORJSONResponse
 from hub.transport.http.registry import HttpCall, api
-from protocol.errors import ErrorCode, conflict, not_found
+from protocol.errors import ErrorCode, conflict, invalid_params, not_found
 
 TAG = "reservations"
 
@@ -39,6 +39,7 @@ def _held(detail: str, holder: dict[str, Any]) -> Response:
 
 @api.post(
     "/v1/reservations",
+    retryable=True,
     summary="Reserve files: bdh's paths list, or the aw library's one resource_key",
     tag=TAG,
     body=(i.LockRequest, i.ReservationAcquireRequest),
@@ -64,6 +65,8 @@ async def acquire(
             exclusive=body.exclusive,
             reason=body.reason or None,
             bead_id=body.bead_id or None,
+            wait=body.wait,
+            idempotency_key=call.idempotency_key if body.wait else None,
         )
     result = await reservations.acquire(
         call.hub,
@@ -115,6 +118,7 @@ async def renew(
 
 @api.post(
     "/v1/reservations/release",
+    retryable=True,
     summary="Release the caller's reservations",
     tag=TAG,
     body=(i.UnlockRequest, i.ReservationReleaseRequest),
@@ -158,6 +162,61 @@ async def revoke(
     return await reservations.revoke(call.hub, call.actor, prefix=body.prefix)
 
 
+@api.post(
+    "/v1/reservations/check",
+    summary="Who holds these paths, with their fencing tokens",
+    tag=TAG,
+    body=i.CheckLocksRequest,
+)
+async def check(call: HttpCall, body: i.CheckLocksRequest) -> dict[str, Any]:
+    """Per path: the live reservations overlapping it (each with its
+    ``token``) and ``exclusive_holder``. Used by ``beadhub guard``."""
+    return await reservations.check(call.hub, call.actor, body.paths)
+
+
+@api.get(
+    "/v1/queue",
+    summary="Who waits in line for which path or issue, since when",
+    tag=TAG,
+    query=i.QueueQuery,
+)
+async def queue(call: HttpCall, query: i.QueueQuery) -> dict[str, Any]:
+    if query.kind not in ("", "reservation", "claim"):
+        raise invalid_params("kind must be reservation or claim", kind=query.kind)
+    waiting = await queues.waiting(call.hub, call.actor.project_id, query.kind or None)
+    return {"waiting": waiting, "count": len(waiting)}
+
+
+@api.post(
+    "/v1/claims",
+    retryable=True,
+    summary="Claim an issue; with wait, wait in line for it (a long request)",
+    tag="beads",
+    body=i.ClaimRequest,
+    errors={404: "unknown issue", 409: "another agent holds it (after the wait, if any)"},
+)
+async def claim(call: HttpCall, body: i.ClaimRequest) -> dict[str, Any]:
+    return await claims.claim(
+        call.hub,
+        call.actor,
+        body.bead_id,
+        wait=body.wait,
+        idempotency_key=call.idempotency_key if body.wait else None,
+    )
+
+
+@api.post(
+    "/v1/claims/release",
+    retryable=True,
+    summary="Release a claim (a human: anyone's)",
+    tag="beads",
+    body=i.ReleaseClaimRequest,
+    errors={409: "another agent holds it"},
+)
+async def release_claim(call: HttpCall, body: i.ReleaseClaimRequest) -> dict[str, Any]:
+    return await claims.release(call.hub, call.actor, body.bead_id)
+
+
 @api.get(
     "/v1/reservations",
     summary="The project's live reservations",
@@ -183,4 +242,5 @@ async def list_reservations(call: HttpCall, query: i.LocksQuery) -> dict[str, An
     )
     # Released bdh builds read LockInfo.alias; the contract's name is holder_alias.
     entries = [{**r, "alias": r["holder_alias"]} for r in found]
-    return {"reservations": entries, "count": len(entries)}
+    waiting = await queues.waiting(call.hub, call.actor.project_id, "reservation")
+    return {"reservations": entries, "count": len(entries), "waiting": waiting}

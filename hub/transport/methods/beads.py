@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.services import beads, claims
+from hub.services import beads, claims, queues
 from hub.transport.rpc import Call, method
 from protocol.methods.beads import (
     BeadsGet,
@@ -46,7 +46,14 @@ async def ready(call: Call, params: BeadsReady) -> dict[str, Any]:
 async def claim(call: Call, params: ClaimsClaim) -> dict[str, Any]:
     # Agents on the WebSocket claim what the hub knows; only the bdh shim
     # may claim an issue ahead of its first sync.
-    return await claims.claim(call.hub, call.actor, params.bead_id, allow_unknown=False)
+    return await claims.claim(
+        call.hub,
+        call.actor,
+        params.bead_id,
+        allow_unknown=False,
+        wait=params.wait,
+        idempotency_key=params.idempotency_key if params.wait else None,
+    )
 
 
 @method("claims.release")
@@ -56,4 +63,5 @@ async def release(call: Call, params: ClaimsRelease) -> dict[str, Any]:
 
 @method("claims.list")
 async def list_claims(call: Call, params: ClaimsList) -> dict[str, Any]:
-    return await claims.list_(call.hub, call.actor)
+    listed = await claims.list_(call.hub, call.actor)
+    return {**listed, "waiting": await queues.waiting(call.hub, call.actor.project_id, "claim")}

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.services import reservations
+from hub.services import queues, reservations
 from hub.transport.rpc import Call, method
 from protocol.methods.reservations import (
+    QueueList,
     ReservationAcquire,
+    ReservationCheck,
     ReservationList,
     ReservationRelease,
     ReservationRenew,
@@ -24,6 +26,8 @@ async def acquire(call: Call, params: ReservationAcquire) -> dict[str, Any]:
         reason=params.reason,
         bead_id=params.bead_id,
         metadata=params.metadata,
+        wait=params.wait,
+        idempotency_key=params.idempotency_key if params.wait else None,
     )
 
 
@@ -50,4 +54,16 @@ async def list_(call: Call, params: ReservationList) -> dict[str, Any]:
         holder_alias=params.holder_alias,
         path_prefix=params.path_prefix,
     )
-    return {"reservations": found, "count": len(found)}
+    waiting = await queues.waiting(call.hub, call.actor.project_id, "reservation")
+    return {"reservations": found, "count": len(found), "waiting": waiting}
+
+
+@method("reservations.check")
+async def check(call: Call, params: ReservationCheck) -> dict[str, Any]:
+    return await reservations.check(call.hub, call.actor, params.paths)
+
+
+@method("queue.list")
+async def queue(call: Call, params: QueueList) -> dict[str, Any]:
+    waiting = await queues.waiting(call.hub, call.actor.project_id, params.kind)
+    return {"waiting": waiting, "count": len(waiting)}
