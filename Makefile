@@ -2,21 +2,35 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+DATA_DIR ?= .beadhub
+SUM := $(shell cat pyproject.toml setup.py 2>/dev/null | cksum | cut -d' ' -f1)
+# What is installed, by the checksum of the packaging files: the runtime
+# alone (`make run`), or with the test and dev tools (everything else).
+RUNTIME := $(VENV)/.runtime-$(SUM)
+DEV := $(VENV)/.dev-$(SUM)
 
-.PHONY: install run test lint format bench docker-up docker-down clean
+.PHONY: install install-runtime run test lint format bench docker-up docker-down clean clean-data
 
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	rm -f $(VENV)/.installed-*
+
+$(RUNTIME): pyproject.toml setup.py | $(PY)
+	$(PY) -m pip install -q -e .
+	rm -f $(VENV)/.runtime-*
 	touch $@
 
-install: $(STAMP)
+$(DEV): pyproject.toml setup.py | $(PY)
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.runtime-* $(VENV)/.dev-*
+	touch $@ $(RUNTIME)
 
-run: install
-	$(VENV)/bin/beadhub serve
+install-runtime: $(RUNTIME)
+
+install: $(DEV)
+
+run: install-runtime
+	$(VENV)/bin/beadhub serve --data-dir $(DATA_DIR)
 
 test: install
 	scripts/test-deps.sh
@@ -40,5 +54,16 @@ docker-up:
 docker-down:
 	docker compose -f docker/compose.yml down -v
 
+# Never the hub's data: that is clean-data's, which asks first.
 clean:
-	rm -rf $(VENV) .beadhub .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+clean-data:
+	@if [ ! -e '$(DATA_DIR)' ]; then echo "no $(DATA_DIR) here: nothing to delete"; exit 0; fi; \
+	if command -v flock >/dev/null && [ -e '$(DATA_DIR)/hub.lock' ] \
+	    && ! flock -n '$(DATA_DIR)/hub.lock' true; then \
+	  echo "a hub is running on $(DATA_DIR): stop it first"; exit 1; fi; \
+	printf 'Delete %s, every project, agent and message the hub stored there? [y/N] ' '$(DATA_DIR)'; \
+	read answer; \
+	case "$$answer" in [yY]|[yY][eE][sS]) rm -rf '$(DATA_DIR)' && echo "deleted $(DATA_DIR)";; \
+	  *) echo "kept $(DATA_DIR)";; esac

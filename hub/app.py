@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
+from importlib import resources
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -32,7 +34,29 @@ from hub.transport.routing import Router
 
 logger = logging.getLogger("beadhub")
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+def dashboard_dir() -> Path | None:
+    """The dashboard's files: the package ``hub.static`` (static/ of the
+    repository, mapped into the package by setup.py), on disk in a wheel and
+    in an editable install alike."""
+    try:
+        root = resources.files("hub.static")
+    except ModuleNotFoundError:
+        return None
+    with resources.as_file(root) as path:
+        # Both kinds of install keep the files on disk, so ``path`` outlives
+        # the context (nothing was extracted into a temporary directory).
+        return path if (path / "index.html").is_file() else None
+
+
+class DashboardFiles(StaticFiles):
+    """The dashboard's static files, without the Python that makes them a
+    package."""
+
+    def lookup_path(self, path: str) -> tuple[str, os.stat_result | None]:
+        if path.startswith("__") or "/__" in path or path.endswith(".py"):
+            return "", None
+        return super().lookup_path(path)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -93,8 +117,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *http.routes,
         WebSocketRoute("/v1/ws", ws.agent_socket),
     ]
-    if STATIC_DIR.is_dir():
-        routes.append(Mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="static"))
+    static_dir = dashboard_dir()
+    if static_dir is not None:
+        routes.append(Mount("/", DashboardFiles(directory=static_dir, html=True), name="static"))
     app = Starlette(
         exception_handlers={HTTPException: _http_error},
         middleware=[Middleware(Guard, settings=settings)],

@@ -1,4 +1,4 @@
-"""``beadhub serve | migrate``."""
+"""``beadhub serve | migrate | demo``."""
 
 from __future__ import annotations
 
@@ -6,14 +6,22 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import logging
+import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 
-from hub.config import Settings
+from hub import __version__
+from hub.config import SettingError, Settings
 from hub.logs import FORMATS, configure, log_config
+from hub.startup import StartupError, StopSignals, bind_port, check_bus, check_database, one_line
+from hub.store.embedded import EmbeddedPostgres
+
+logger = logging.getLogger("beadhub")
 
 #: Allocations between young-generation collections (CPython's default: 700).
 GC_THRESHOLD = 20_000
@@ -85,37 +93,74 @@ def uvicorn_config(settings: Settings, app: Any, **overrides: Any) -> uvicorn.Co
 
 
 def serve(settings: Settings) -> None:
+    """Bind the port, check the bus and database (or start the embedded
+    one), start the hub's parts, then serve. SIGINT, SIGTERM and SIGHUP stop
+    it cleanly at any point; a failure raises :class:`StartupError`."""
+    listener = bind_port(settings)
+    _raise_fd_limit()
+    with StopSignals() as stop, contextlib.ExitStack() as cleanup:
+        cleanup.callback(listener.close)
+        asyncio.run(check_bus(settings.bus_url))
+        if settings.database_url:
+            asyncio.run(check_database(settings.database_url))
+        else:
+            embedded = EmbeddedPostgres(settings.data_dir)
+            cleanup.callback(embedded.stop)
+            settings = replace(settings, database_url=embedded.start())
+        if stop.received is None:
+            _tune_gc()
+            asyncio.run(_serve(settings, listener, stop))
+
+
+async def _serve(settings: Settings, listener: socket.socket, stop: StopSignals) -> None:
     from hub.app import create_app
 
-    _raise_fd_limit()
-    _tune_gc()
-
-    config = uvicorn_config(settings, create_app(settings))
-    # uvicorn re-raises the Ctrl-C it already handled by shutting down
-    # cleanly; that is a normal exit.
-    with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(config).run()
+    app = create_app(settings)
+    async with contextlib.AsyncExitStack() as parts:
+        # The app's lifespan runs here rather than inside uvicorn, so that a
+        # failure to start is one line (uvicorn would log a traceback).
+        try:
+            await parts.enter_async_context(app.router.lifespan_context(app))
+        except Exception as exc:
+            logger.debug("start-up failed", exc_info=True)
+            raise StartupError(
+                f"start-up failed ({one_line(exc)}): BEADHUB_LOG_LEVEL=debug shows the details"
+            ) from None
+        if stop.received is not None:
+            return
+        server = uvicorn.Server(uvicorn_config(settings, app, lifespan="off"))
+        stop.server = server
+        await server.serve(sockets=[listener])
 
 
 def migrate(settings: Settings) -> None:
-    from hub.store.embedded import EmbeddedPostgres
     from hub.store.migrations import migrate as apply
 
-    embedded = None
-    dsn = settings.database_url
-    if not dsn:
-        embedded = EmbeddedPostgres(settings.data_dir)
-        dsn = embedded.start()
-    try:
-        applied = asyncio.run(apply(dsn))
-        print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
-    finally:
-        if embedded is not None:
-            embedded.stop()
+    with contextlib.ExitStack() as cleanup:
+        dsn = settings.database_url
+        if dsn:
+            asyncio.run(check_database(dsn))
+        else:
+            embedded = EmbeddedPostgres(settings.data_dir)
+            cleanup.callback(embedded.stop)
+            dsn = embedded.start()
+        try:
+            applied = asyncio.run(apply(dsn))
+        except Exception as exc:
+            raise StartupError(f"migration failed ({one_line(exc)})") from None
+    print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other start-up error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}: see {self.prog} --help\n")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="beadhub", description=__doc__)
+    parser = _Parser(prog="beadhub", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"beadhub {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="play the coordination story against a running hub")
     demo.add_argument("--url", default="http://127.0.0.1:8000", help="the hub's base URL")
@@ -144,12 +189,22 @@ def main(argv: list[str] | None = None) -> None:
 
         asyncio.run(run(args.url))
         return
-    settings = _settings(args)
-    configure(settings.log_level, settings.log_format)
-    if args.command == "serve":
-        serve(settings)
-    else:
-        migrate(settings)
+    try:
+        settings = _settings(args)
+        configure(settings.log_level, settings.log_format)
+        if args.command == "serve":
+            serve(settings)
+        else:
+            migrate(settings)
+    except SettingError as exc:
+        _fail(str(exc), 2)
+    except StartupError as exc:
+        _fail(str(exc), exc.exit_code)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"beadhub: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

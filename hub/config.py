@@ -8,20 +8,57 @@ laptop shape: embedded PostgreSQL in ``./.beadhub`` and the in-memory bus.
 from __future__ import annotations
 
 import os
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+#: The log levels of hub.logs (uvicorn's, but for "trace").
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_FORMATS = ("text", "json")
+
+
+class SettingError(ValueError):
+    """A setting the hub cannot start with; the message is one line that
+    names the setting and says what to do (``beadhub`` exits 2)."""
+
 
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
-    return int(value) if value else default
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise SettingError(f"{name}={value!r} is not a whole number: set a number") from None
 
 
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
-    return float(value) if value else default
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise SettingError(f"{name}={value!r} is not a number: set a number of seconds") from None
+
+
+def _url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in schemes:
+        return f"the scheme must be one of {', '.join(s + '://' for s in schemes)}"
+    return None
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -156,8 +193,6 @@ class Settings:
             event_retention_days=_env_float("BEADHUB_EVENT_RETENTION_DAYS", 30.0),
             message_retention_days=_env_float("BEADHUB_MESSAGE_RETENTION_DAYS", 0.0),
             prune_interval_seconds=_env_float("BEADHUB_PRUNE_INTERVAL", 600.0),
-
-
             max_request_bytes=_env_int("BEADHUB_MAX_REQUEST_BYTES", 256 * 1024),
             max_header_bytes=_env_int("BEADHUB_MAX_HEADER_BYTES", 16 * 1024),
             ws_max_frame_bytes=_env_int("BEADHUB_WS_MAX_FRAME_BYTES", 4 * 1024 * 1024),
@@ -171,4 +206,63 @@ class Settings:
             allowed_hosts=_env_list("BEADHUB_ALLOWED_HOSTS"),
         )
         overrides = {k: v for k, v in overrides.items() if v is not None}
-        return replace(settings, **overrides)
+        settings = replace(settings, **overrides)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise :class:`SettingError` for the first setting that cannot work."""
+        problem = self.database_url and _url_problem(self.database_url, ("postgresql", "postgres"))
+        if problem:
+            raise SettingError(
+                f"DATABASE_URL={redact(self.database_url)!r} is not a PostgreSQL URL ({problem}):"
+                " use postgresql://user:password@host:5432/dbname, or unset it for the embedded"
+                " database"
+            )
+        problem = _url_problem(self.bus_url, ("memory", "redis", "rediss", "unix"))
+        if problem:
+            raise SettingError(
+                f"REDIS_URL={redact(self.bus_url)!r} is not a Redis URL ({problem}):"
+                " use redis://host:6379/0, or unset it for one instance"
+            )
+        if not 0 <= self.port <= 65535:
+            raise SettingError(
+                f"BEADHUB_PORT / --port {self.port} is not a port: choose one in 1-65535"
+            )
+        if not self.host:
+            raise SettingError("BEADHUB_HOST / --host is empty: set an address, e.g. 127.0.0.1")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise SettingError(
+                f"BEADHUB_LOG_LEVEL={self.log_level!r} is not a log level:"
+                f" use one of {', '.join(LOG_LEVELS)}"
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise SettingError(
+                f"BEADHUB_LOG_FORMAT / --log-format {self.log_format!r} is not a log format:"
+                f" use one of {', '.join(LOG_FORMATS)}"
+            )
+        if not 1 <= self.pool_min <= self.pool_max:
+            raise SettingError(
+                f"BEADHUB_POOL_MIN={self.pool_min} / BEADHUB_POOL_MAX={self.pool_max}:"
+                " need 1 <= BEADHUB_POOL_MIN <= BEADHUB_POOL_MAX"
+            )
+        if self.instance_ttl_seconds <= self.instance_heartbeat_seconds > 0:
+            raise SettingError(
+                f"BEADHUB_INSTANCE_TTL={self.instance_ttl_seconds} must be longer than"
+                f" BEADHUB_INSTANCE_HEARTBEAT={self.instance_heartbeat_seconds}: raise the TTL"
+            )
+        positive = {
+            "BEADHUB_INSTANCE_HEARTBEAT": self.instance_heartbeat_seconds,
+            "BEADHUB_PRESENCE_TTL": self.presence_ttl_seconds,
+            "BEADHUB_RESERVATION_TTL": self.reservation_default_ttl,
+            "BEADHUB_WS_PING_INTERVAL": self.ws_ping_interval,
+            "BEADHUB_WS_PING_TIMEOUT": self.ws_ping_timeout,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise SettingError(f"{name}={value} must be more than 0: set a positive number")
+        if self.reservation_max_ttl < self.reservation_default_ttl:
+            raise SettingError(
+                f"BEADHUB_RESERVATION_MAX_TTL={self.reservation_max_ttl} is below"
+                f" BEADHUB_RESERVATION_TTL={self.reservation_default_ttl}: raise the maximum"
+            )

@@ -215,6 +215,11 @@ class HubProcess:
             cwd=ROOT,
             start_new_session=True,
         )
+        return self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 60.0) -> HubProcess:
+        """Wait until the hub answers ``/ready`` (raise if it exits first)."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -6,7 +6,7 @@ import asyncio
 
 import asyncpg
 
-from hub.store.migrations import migrate, migration_files
+from hub.store.migrations import migrate, migration_files, version_of
 from tests.support import create_database, drop_database
 
 
@@ -30,12 +30,12 @@ async def test_concurrent_start_ups_apply_each_migration_once():
     try:
         results = await asyncio.gather(*(migrate(dsn) for _ in range(4)))
         applied = [version for result in results for version in result]
-        assert sorted(applied) == [path.stem for path in migration_files()]
+        assert sorted(applied) == [version_of(path) for path in migration_files()]
         conn = await asyncpg.connect(dsn)
         try:
             rows = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
         finally:
             await conn.close()
-        assert [r["version"] for r in rows] == [path.stem for path in migration_files()]
+        assert [r["version"] for r in rows] == [version_of(path) for path in migration_files()]
     finally:
         await drop_database(dsn)

@@ -8,13 +8,15 @@ the first applies, the others wait and then find nothing to do.
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
+from importlib import resources
+from importlib.resources.abc import Traversable
 
 import asyncpg
 
-MIGRATIONS_DIR = Path(__file__).parent
 #: Arbitrary constant: the advisory lock key that serialises migrations.
 MIGRATION_LOCK_KEY = 0x42EAD_4B
+_MIGRATION_NAME = re.compile(r"[0-9]{4}_.+\.sql")
 
 _CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -24,8 +26,17 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
-def migration_files() -> list[Path]:
-    return sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+def migration_files() -> list[Traversable]:
+    """The package's ``NNNN_name.sql`` files in name order (package data, so
+    a wheel finds them wherever it is installed)."""
+    files = resources.files(__name__).iterdir()
+    return sorted(
+        (f for f in files if _MIGRATION_NAME.fullmatch(f.name)), key=lambda f: f.name
+    )
+
+
+def version_of(migration: Traversable) -> str:
+    return migration.name.removesuffix(".sql")
 
 
 async def migrate(dsn: str) -> list[str]:
@@ -38,7 +49,7 @@ async def migrate(dsn: str) -> list[str]:
             await conn.execute(_CREATE_TABLE)
             done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
             for path in migration_files():
-                version = path.stem
+                version = version_of(path)
                 if version in done:
                     continue
                 async with conn.transaction():

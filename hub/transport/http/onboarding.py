@@ -6,6 +6,7 @@ from typing import Any
 
 from starlette.responses import Response
 
+from hub import __version__
 from hub.services import presence, projects, repos, tickets
 from hub.transport.http import inputs as i
 from hub.transport.http import outputs as o
@@ -18,7 +19,11 @@ NOT_FOUND = {404: "not found in the caller's project"}
 
 @api.get("/health", summary="Liveness", tag="health", auth=False, rate=None)
 async def health(call: HttpCall) -> dict[str, Any]:
-    return {"status": "ok", "instance_id": call.hub.settings.instance_id}
+    return {
+        "status": "ok",
+        "version": __version__,
+        "instance_id": call.hub.settings.instance_id,
+    }
 
 
 @api.get(
