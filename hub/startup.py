@@ -105,9 +105,7 @@ async def check_bus(url: str) -> None:
     from redis.asyncio import from_url
 
     shown = f"REDIS_URL ({redact(url)})"
-    client: Any = from_url(
-        url, socket_connect_timeout=CHECK_TIMEOUT, socket_timeout=CHECK_TIMEOUT
-    )
+    client: Any = from_url(url, socket_connect_timeout=CHECK_TIMEOUT, socket_timeout=CHECK_TIMEOUT)
     try:
         await client.ping()
     except exceptions.AuthenticationError as exc:

@@ -74,20 +74,44 @@ def postgres_on(pgdata: Path) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["name"]):
         try:
-            if process.info["name"] == "postgres" and process.status() != psutil.STATUS_ZOMBIE:
-                if Path(process.cwd()) == pgdata.resolve():
-                    found.append(process)
+            if (
+                process.info["name"] == "postgres"
+                and process.status() != psutil.STATUS_ZOMBIE
+                and Path(process.cwd()) == pgdata.resolve()
+            ):
+                found.append(process)
         except psutil.Error:
             continue
     return found
+
+
+def serve_once(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``beadhub serve`` on ``data_dir``, expected to exit by itself."""
+    return subprocess.run(
+        [sys.executable, "-m", "hub.cli", "serve", "--port", str(free_port()), "--data-dir",
+         str(data_dir)],
+        env=embedded_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+
+
+def socket_dir_of(data_dir: Path) -> Path:
+    socket_dir = Path((data_dir / "pgdata/postmaster.pid").read_text().splitlines()[4])
+    assert socket_dir.is_dir()
+    return socket_dir
 
 
 def server_pid(data_dir: Path) -> int:
     return int((data_dir / "pgdata/postmaster.pid").read_text().split("\n", 1)[0])
 
 
-def assert_stopped_cleanly(data_dir: Path) -> None:
+def assert_stopped_cleanly(data_dir: Path, socket_dir: Path | None = None) -> None:
     assert postgres_on(data_dir / "pgdata") == []
+    if socket_dir is not None:
+        assert not socket_dir.exists()  # a private socket directory goes with the server
     assert not (data_dir / "pgdata/postmaster.pid").exists()
     assert (data_dir / "hub.lock").read_text() == ""  # no stale pid left to mislead anyone
 
@@ -152,15 +176,7 @@ async def test_a_second_hub_on_the_same_data_dir_exits_1_naming_the_holder(open_
     data_dir = seeded(cluster, open_dir / "shared")
     first = embedded_hub(data_dir, open_dir / "first.log").start()
     try:
-        second = subprocess.run(
-            [sys.executable, "-m", "hub.cli", "serve", "--port", str(free_port())]
-            + ["--data-dir", str(data_dir)],
-            env=embedded_env(),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        second = serve_once(data_dir)
         assert second.returncode == 1
         assert second.stdout == ""
         (line,) = second.stderr.splitlines()
@@ -183,12 +199,10 @@ async def test_a_data_path_with_spaces_works(open_dir):
         alice = await onboard(hub.http_url, "spaces", "alice")
         async with HubClient(hub.ws_url, alice["api_key"], reconnect=False) as client:
             assert (await client.call("session.whoami"))["alias"] == "alice"
-        socket_dir = Path((data_dir / "pgdata/postmaster.pid").read_text().splitlines()[4])
-        assert socket_dir.is_dir()
+        socket_dir = socket_dir_of(data_dir)
     finally:
         assert hub.stop() == 0, hub.log()
-    assert_stopped_cleanly(data_dir)
-    assert not socket_dir.exists()  # the private socket directory went with the server
+    assert_stopped_cleanly(data_dir, socket_dir)
 
 
 @pytest.mark.skipif(not AS_ROOT, reason="what the hub does as root needs root")
@@ -221,15 +235,7 @@ def test_as_root_a_parent_the_account_cannot_enter_is_named_and_left_alone(open_
     private = open_dir / "private"
     private.mkdir(mode=0o700)
     private.chmod(0o700)
-    result = subprocess.run(
-        [sys.executable, "-m", "hub.cli", "serve", "--port", str(free_port())]
-        + ["--data-dir", str(private / "data")],
-        env=embedded_env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = serve_once(private / "data")
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert f"cannot enter {private} (mode 0700)" in line and f"chmod o+x {private}" in line

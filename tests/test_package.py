@@ -73,6 +73,30 @@ def test_twine_check_passes(dist):
     assert check.stdout.count("PASSED") == 2
 
 
+def output(*command: str | Path, cwd: Path | None = None) -> str:
+    done = subprocess.run(
+        [str(part) for part in command], cwd=cwd, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def serve_installed(venv: Path, cwd: Path, database: str, log: Path) -> HubProcess:
+    """``beadhub serve`` of the installed wheel, from ``cwd``, until ready."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database}
+    env.pop("REDIS_URL", None)
+    hub_process = HubProcess(port=port, log_path=log)
+    with log.open("wb") as out:
+        hub_process.proc = subprocess.Popen(
+            [str(venv / "bin/beadhub"), "serve", "--port", str(port)],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return hub_process.wait_ready(timeout=60)  # /ready: the wheel's migrations ran
+
+
 @pytest.fixture
 def installed(dist, tmp_path) -> Path:
     """A fresh venv with only the wheel installed in it; its dependencies come
@@ -81,12 +105,7 @@ def installed(dist, tmp_path) -> Path:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = Path(
-        subprocess.run(
-            [str(venv / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        output(venv / "bin/python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))")
     )
     (site / "test-deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
     install = subprocess.run(
@@ -100,41 +119,21 @@ def installed(dist, tmp_path) -> Path:
     return venv
 
 
-async def test_the_installed_wheel_serves_the_dashboard_from_another_directory(
-    installed, tmp_path
-):
+async def test_the_installed_wheel_serves_the_dashboard_from_another_directory(installed, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = subprocess.run(
-        [str(installed / "bin/python"), "-c", "import hub.app; print(hub.app.dashboard_dir())"],
+    where = output(
+        installed / "bin/python",
+        "-c",
+        "import hub.app; print(hub.app.dashboard_dir())",
         cwd=elsewhere,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    assert where.startswith(str(installed)), where  # the wheel's copy, not the checkout
-
-    version = subprocess.run(
-        [str(installed / "bin/beadhub"), "--version"], capture_output=True, text=True, check=True
     )
-    assert version.stdout.strip() == f"beadhub {hub.__version__}"
+    assert where.startswith(str(installed)), where  # the wheel's copy, not the checkout
+    assert output(installed / "bin/beadhub", "--version") == f"beadhub {hub.__version__}"
 
     database = await create_database()
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": database}
-    env.pop("REDIS_URL", None)
-    log = (tmp_path / "hub.log").open("wb")
-    proc = subprocess.Popen(
-        [str(installed / "bin/beadhub"), "serve", "--port", str(port)],
-        cwd=elsewhere,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    hub_process = HubProcess(port=port, log_path=tmp_path / "hub.log")
-    hub_process.proc = proc
+    hub_process = serve_installed(installed, elsewhere, database, tmp_path / "hub.log")
     try:
-        hub_process.wait_ready(timeout=60)  # /ready: the wheel's migrations ran
         async with httpx.AsyncClient(base_url=hub_process.http_url, timeout=10) as http:
             page = await http.get("/")
             script = await http.get("/app.js")

@@ -30,9 +30,7 @@ def migration_files() -> list[Traversable]:
     """The package's ``NNNN_name.sql`` files in name order (package data, so
     a wheel finds them wherever it is installed)."""
     files = resources.files(__name__).iterdir()
-    return sorted(
-        (f for f in files if _MIGRATION_NAME.fullmatch(f.name)), key=lambda f: f.name
-    )
+    return sorted((f for f in files if _MIGRATION_NAME.fullmatch(f.name)), key=lambda f: f.name)
 
 
 def version_of(migration: Traversable) -> str:
