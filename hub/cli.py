@@ -164,6 +164,14 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="play the coordination story against a running hub")
     demo.add_argument("--url", default="http://127.0.0.1:8000", help="the hub's base URL")
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="print a dashboard link, play at human speed, keep the agents online until Ctrl-C",
+    )
+    demo.add_argument(
+        "--pace", type=float, help="seconds between steps (default 2 with --keep, else 0)"
+    )
     for name in ("serve", "migrate"):
         cmd = sub.add_parser(name)
         cmd.add_argument(
@@ -185,9 +193,7 @@ def main(argv: list[str] | None = None) -> None:
             cmd.add_argument("--instance-id", help="this instance's id (env BEADHUB_INSTANCE_ID)")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from hub.demo import run
-
-        asyncio.run(run(args.url))
+        _demo(args)
         return
     try:
         settings = _settings(args)
@@ -200,6 +206,22 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc), 2)
     except StartupError as exc:
         _fail(str(exc), exc.exit_code)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from urllib.error import URLError
+
+    from hub.demo import run
+
+    pace = args.pace if args.pace is not None else (2.0 if args.keep else 0.0)
+    try:
+        asyncio.run(run(args.url, pace=pace, keep=args.keep))
+    except KeyboardInterrupt:
+        print("demo stopped; the agents went offline", flush=True)
+    except (URLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        fix = "start it (make run) or pass --url"
+        _fail(f"cannot reach the hub at {args.url} ({reason}): {fix}", 1)
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -10,6 +10,7 @@ browser ticket). Every step goes through the real protocol.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import urllib.request
 import uuid
@@ -55,13 +56,35 @@ def _post(base_url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return json.loads(response.read())
 
 
+def dashboard_link(base_url: str, api_key: str) -> str:
+    """The dashboard, signed in to the demo project: the key rides in the
+    fragment, which the browser never sends; the page trades it for a
+    short-lived ticket and wipes it from the address bar."""
+    return f"{base_url.rstrip('/')}/#key={api_key}"
+
+
 def _online(alias: str) -> Callable[[dict[str, Any]], bool]:
     return lambda event: event["data"]["alias"] == alias and event["data"]["online"] is True
 
 
-async def run(base_url: str, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Play the story; return what each step produced (tests assert on it)."""
+async def run(
+    base_url: str,
+    say: Callable[[str], None] = print,
+    *,
+    pace: float = 0.0,
+    keep: bool = False,
+    until: asyncio.Event | None = None,
+) -> dict[str, Any]:
+    """Play the story; return what each step produced (tests assert on it).
+
+    ``pace``: seconds between steps. ``keep``: print a dashboard link first,
+    and at the end leave the agents online (with a question waiting for the
+    watcher) until ``until`` is set (never, by default: Ctrl-C)."""
     slug = f"demo-{uuid.uuid4().hex[:6]}"
+
+    async def pause(steps: float = 1.0) -> None:
+        await asyncio.sleep(pace * steps)
+
     ws_url = "ws" + base_url.rstrip("/")[4:]
     post = lambda path, body: asyncio.to_thread(_post, base_url, path, body)  # noqa: E731
     team = {}
@@ -83,6 +106,10 @@ async def run(base_url: str, say: Callable[[str], None] = print) -> dict[str, An
         )
     say(f"project {slug}: carol-coordinator, alice-frontend and bob-backend onboarded")
     result: dict[str, Any] = {"project": slug}
+    if keep:
+        result["link"] = dashboard_link(base_url, team["carol-coordinator"]["api_key"])
+        say(f"watch it in the dashboard (signed in as Ana, the coordinator): {result['link']}")
+        await pause(3)
 
     carol = await HubClient(ws_url, team["carol-coordinator"]["api_key"]).connect()
     alice = await HubClient(ws_url, team["alice-frontend"]["api_key"]).connect()
@@ -95,15 +122,18 @@ async def run(base_url: str, say: Callable[[str], None] = print) -> dict[str, An
         ]
         result["online"] = online
         say(f"online: {', '.join(online)}")
+        await pause()
 
         await carol.call("beads.sync", mode="full", issues_jsonl=ISSUES)
         ready = [i["bead_id"] for i in (await carol.call("beads.ready"))["issues"]]
         result["ready"] = ready
         say(f"ready work: {', '.join(ready)}")
+        await pause()
 
         async def bob_answers() -> None:
-            event = await bob.next_event("chat.message", timeout=10)
+            event = await bob.next_event("chat.message", timeout=10 + pace)
             say(f"bob reads: {event['data']['body']!r}")
+            await pause()
             await bob.call(
                 "chat.send", session_id=event["data"]["session_id"], body="Yes, I'll take bd-12."
             )
@@ -116,15 +146,18 @@ async def run(base_url: str, say: Callable[[str], None] = print) -> dict[str, An
         await answering
         result["chat"] = chat
         say(f"carol's wait ended ({chat['status']}): bob said {chat['reply']['body']!r}")
+        await pause()
 
         claim = await bob.call("claims.claim", bead_id="bd-12")
         say(f"bob claims bd-12 ({claim['claim']['bead_id']})")
+        await pause()
         try:
             await alice.call("claims.claim", bead_id="bd-12")
             result["alice_claim"] = "granted"
         except RpcError as exc:
             result["alice_claim"] = exc.message
             say(f"alice's claim is refused: {exc.message}")
+            await pause()
 
         await bob.call("reservations.acquire", paths=["src/api/**"], reason="bd-12 endpoints")
         await alice.call("reservations.acquire", paths=["src/web/list.js"], reason="bd-13")
@@ -134,6 +167,7 @@ async def run(base_url: str, say: Callable[[str], None] = print) -> dict[str, An
             "alice sees reservations: "
             + ", ".join(f"{path} by {holder}" for path, holder in result["reservations"])
         )
+        await pause()
 
         escalation = await alice.call(
             "escalations.create",
@@ -141,6 +175,7 @@ async def run(base_url: str, say: Callable[[str], None] = print) -> dict[str, An
             situation="Cursor or offset pagination for the widget list? The API is not settled.",
         )
         say(f"alice escalates: {escalation['subject']}")
+        await pause()
         signed_in = await post("/v1/auth/ticket", {"api_key": team["carol-coordinator"]["api_key"]})
         async with HubClient(ws_url, ticket=signed_in["ticket"]) as human:
             await human.call(
@@ -151,7 +186,40 @@ async def run(base_url: str, say: Callable[[str], None] = print) -> dict[str, An
         answered = await alice.next_event("escalation.answered", timeout=10)
         result["escalation_response"] = answered["data"]["response"]
         say(f"a human answers alice: {answered['data']['response']!r}")
+        if keep:
+            await _stay_online(alice, say, until or asyncio.Event())
     finally:
         for client in (carol, alice, bob):
             await client.close()
     return result
+
+
+async def _stay_online(alice: HubClient, say: Callable[[str], None], until: asyncio.Event) -> None:
+    """The end of ``--keep``: the agents stay connected (online), and alice
+    asks one more question for the watcher to answer in the dashboard."""
+    question = await alice.call(
+        "escalations.create",
+        subject="Ship the widget list today?",
+        situation="The list works with cursor pagination. Ship it today, or wait for review?",
+    )
+    say(
+        "the agents stay online; alice asks you in the dashboard's Escalations:"
+        f" {question['subject']!r}. Ctrl-C to stop."
+    )
+
+    async def relay_answer() -> None:
+        async for event in alice.events():
+            data = event["data"]
+            if event["type"] == "escalation.answered" and (
+                data["escalation_id"] == question["escalation_id"]
+            ):
+                say(f"alice got your answer: {data['response']!r}")
+                return
+
+    answer = asyncio.create_task(relay_answer())
+    try:
+        await until.wait()
+    finally:
+        answer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await answer
