@@ -191,7 +191,18 @@ def main(argv: list[str] | None = None) -> None:
             cmd.add_argument("--host", help="bind address (env BEADHUB_HOST, default 127.0.0.1)")
             cmd.add_argument("--port", type=int, help="port (env BEADHUB_PORT, default 8000)")
             cmd.add_argument("--instance-id", help="this instance's id (env BEADHUB_INSTANCE_ID)")
+    guard = sub.add_parser("guard", help="refuse edits and commits of files another agent holds")
+    guard.add_argument("action", choices=("install", "pre-commit", "pretooluse"))
+    guard.add_argument("--url", help="the hub's base URL (install; env BEADHUB_URL)")
+    guard.add_argument("--api-key", help="this agent's api key (install; env BEADHUB_API_KEY)")
+    guard.add_argument(
+        "--no-claude", action="store_true", help="install only the git pre-commit hook"
+    )
     args = parser.parse_args(argv)
+    if args.command == "guard":
+        from hub import guard as guards
+
+        sys.exit(guards.main(args))
     if args.command == "demo":
         _demo(args)
         return

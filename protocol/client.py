@@ -21,6 +21,11 @@ Behaviour:
   from the event's cursor (now) and calls ``on_resync(event)`` (a function
   or a coroutine function), where the application re-reads the state it
   keeps (inbox, status, reservations). The event is queued as well.
+- ``retry_writes=True``: a state-changing call (one whose params take an
+  ``idempotency_key``, :data:`RETRYABLE`) is sent with a fresh key, and
+  if the connection drops before the answer it is sent again, with the
+  same key, once the client has reconnected (on any instance): the hub
+  answers the repeat with the first answer and changes nothing twice.
 - ``events=["mail", "chat"]`` receives only those event types
   (:mod:`protocol.topics`), on the first connection and every reconnect;
   :meth:`HubClient.subscribe` changes it while connected.
@@ -32,6 +37,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -41,8 +47,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from protocol.errors import ErrorCode, RpcError
+from protocol.methods import CATALOGUE
+from protocol.schema import Retryable
 
 Event = dict[str, Any]
+#: The methods that change state and take an ``idempotency_key``.
+RETRYABLE = frozenset(name for name, model in CATALOGUE.items() if issubclass(model, Retryable))
 
 
 class ConnectionLost(ConnectionError):
@@ -84,6 +94,8 @@ class HubClient:
         open_timeout: float = 10.0,
         remember_ids: int = 20_000,
         on_resync: Callable[[Event], Any] | None = None,
+        retry_writes: bool = False,
+        retry_timeout: float = 30.0,
     ) -> None:
         base = url.rstrip("/")
         if base.startswith("http"):
@@ -91,6 +103,8 @@ class HubClient:
         self.url = base if base.endswith("/v1/ws") else base + "/v1/ws"
         self.api_key = api_key
         self.ticket = ticket
+        self.retry_writes = retry_writes
+        self.retry_timeout = retry_timeout
         self.cursor = cursor
         #: The event types to receive (protocol.topics); None: all.
         self.subscription = events
@@ -250,6 +264,23 @@ class HubClient:
         return self.subscription
 
     async def call(self, method: str, params: dict[str, Any] | None = None, /, **kw: Any) -> Any:
+        merged = {**(params or {}), **kw}
+        if not (self.retry_writes and self.reconnect and method in RETRYABLE):
+            return await self._call(method, merged)
+        merged.setdefault("idempotency_key", uuid.uuid4().hex)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_timeout
+        while True:
+            try:
+                return await self._call(method, merged)
+            except ConnectionLost:
+                if self._closed or loop.time() >= deadline:
+                    raise
+            # Sent again, same key, once a connection is back (TimeoutError
+            # if none comes within retry_timeout).
+            await self.wait_connected(timeout=max(0.1, deadline - loop.time()))
+
+    async def _call(self, method: str, params: dict[str, Any]) -> Any:
         if self._ws is None:
             raise RuntimeError("HubClient.connect() was not awaited")
         if not self._connected.is_set():
@@ -257,12 +288,7 @@ class HubClient:
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        payload = {
-            "jsonrpc": "2.0",
-            "id": request_id,
-            "method": method,
-            "params": {**(params or {}), **kw},
-        }
+        payload = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
         try:
             await self._ws.send(orjson.dumps(payload).decode())
         except ConnectionClosed:

@@ -339,3 +339,30 @@ async def test_the_http_shim_takes_an_idempotency_key_header(hub, team):
     assert first.status_code == second.status_code == 200, first.text
     assert first.json() == second.json()
     assert (await bob["client"].call("mail.inbox"))["count"] == 1
+
+
+async def test_the_client_sends_a_write_again_with_its_key_after_a_reconnect(hub, team):
+    alice, bob = await team("alice", connect=False), await team("bob")
+    b = bob["client"]
+    await b.call("reservations.acquire", paths=["shared.py"])
+    async with HubClient(hub.ws_url, alice["api_key"], retry_writes=True) as a:
+        call = asyncio.create_task(
+            a.call("reservations.acquire", paths=["shared.py"], wait=30, idempotency_key="k-1")
+        )
+        await b.next_event("reservation.queued", where=lambda e: e["data"]["alias"] == "alice")
+        assert a._ws is not None
+        a._ws.transport.abort()  # the connection drops while the call waits
+        left = await b.next_event("reservation.dequeued")
+        assert left["data"]["why"] == "left"
+        # Reconnected, the client sent the call again (same key): back in line.
+        await b.next_event("reservation.queued", where=lambda e: e["data"]["alias"] == "alice")
+        await b.call("reservations.release", paths=["shared.py"])
+        result = await asyncio.wait_for(call, 20)
+        assert result["status"] == "granted" and a.connections == 2
+        await a.call("reservations.release", paths=["shared.py"])
+        # The same key again: the first answer, and nothing granted anew.
+        again = await a.call(
+            "reservations.acquire", paths=["shared.py"], wait=30, idempotency_key="k-1"
+        )
+        assert again == result
+        assert (await b.call("reservations.list"))["count"] == 0

@@ -687,10 +687,11 @@ ORDER BY q.i, r.exclusive DESC, r.token
 
 async def check(hub: Hub, actor: Actor, paths: Sequence[str]) -> dict[str, Any]:
     """Who holds what: for each requested path, the live reservations
-    overlapping it (see :func:`view`, each with its fencing ``token``) and
-    ``exclusive_holder`` (the exclusive one, or null). Read-only; agents
-    and humans. A guard compares a token it saw with the current one to
-    tell a stale holder from the current one."""
+    overlapping it (see :func:`view`, each with its fencing ``token`` and
+    ``mine``: the caller's own) and ``exclusive_holder`` (the exclusive
+    one, or null). Read-only; agents and humans. A guard compares a token
+    it saw with the current one to tell a stale holder from the current
+    one."""
     patterns = _patterns(paths)
     rows = await hub.store.fetch(
         _CHECK,
@@ -705,7 +706,7 @@ async def check(hub: Hub, actor: Actor, paths: Sequence[str]) -> dict[str, Any]:
     )
     held: list[list[dict[str, Any]]] = [[] for _ in patterns]
     for row in rows:
-        held[row["i"] - 1].append(view(row))
+        held[row["i"] - 1].append({**view(row), "mine": row["holder_agent_id"] == actor.agent_id})
     return {
         "paths": [
             {

@@ -306,6 +306,15 @@ class CheckLocksRequest(StrictBody):
     paths: Paths
 
 
+class GuardOverrideRequest(StrictBody):
+    paths: Paths
+    holders: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        default_factory=list, max_length=500
+    )
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    via: str = Field(default="pre-commit", max_length=20)
+
+
 class ClaimRequest(StrictBody):
     bead_id: Id = Field(min_length=1)
     #: Seconds to wait in line when another agent holds it (a long request).

@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from hub.services import claims, presence, queues, reservations
+from hub.services import claims, guards, presence, queues, reservations
 from hub.transport.http import inputs as i
 from hub.transport.http import outputs as o
 from hub.transport.http.base import ORJSONResponse
@@ -172,6 +172,18 @@ async def check(call: HttpCall, body: i.CheckLocksRequest) -> dict[str, Any]:
     """Per path: the live reservations overlapping it (each with its
     ``token``) and ``exclusive_holder``. Used by ``beadhub guard``."""
     return await reservations.check(call.hub, call.actor, body.paths)
+
+
+@api.post(
+    "/v1/guard/override",
+    summary="Record that beadhub guard let a change through another agent's reservation",
+    tag=TAG,
+    body=i.GuardOverrideRequest,
+)
+async def guard_override(call: HttpCall, body: i.GuardOverrideRequest) -> dict[str, Any]:
+    return await guards.record_override(
+        call.hub, call.actor, body.paths, body.holders, body.reason, body.via
+    )
 
 
 @api.get(
