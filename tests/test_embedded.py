@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -241,3 +242,26 @@ def test_as_root_a_parent_the_account_cannot_enter_is_named_and_left_alone(open_
     assert f"cannot enter {private} (mode 0700)" in line and f"chmod o+x {private}" in line
     assert stat.S_IMODE(private.stat().st_mode) == 0o700
     assert not (private / "data" / "pgdata").exists()
+
+
+def test_a_signal_during_the_first_start_stops_everything_it_started(open_dir):
+    """Ctrl-C (or a closed terminal) while the first start creates the
+    cluster: the hub finishes the step it is in, stops the server, exits 0."""
+    data_dir = open_dir / "first"
+    hub = embedded_hub(data_dir, open_dir / "hub.log")
+    hub.proc = subprocess.Popen(
+        [sys.executable, "-m", "hub.cli", "serve", "--port", str(hub.port), *hub.args],
+        env=hub.env,
+        cwd=ROOT,
+        stdout=hub.log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while "creating the embedded PostgreSQL cluster" not in hub.log():
+        assert hub.proc.poll() is None and time.monotonic() < deadline, hub.log()
+        time.sleep(0.05)
+    hub.proc.send_signal(signal.SIGTERM)
+    assert hub.proc.wait(60) == 0, hub.log()
+    assert "Traceback" not in hub.log()
+    assert_stopped_cleanly(data_dir)

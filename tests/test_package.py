@@ -9,14 +9,16 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 import hub
-from tests.support import ROOT, HubProcess, create_database, drop_database, free_port
+from tests.support import ROOT, HubProcess, free_port, onboard
 
 #: What the wheel is built from (a copy, so the build leaves the checkout alone).
 SOURCES = ["hub", "protocol", "static", "pyproject.toml", "setup.py", "README.md"]
@@ -80,11 +82,12 @@ def output(*command: str | Path, cwd: Path | None = None) -> str:
     return done.stdout.strip()
 
 
-def serve_installed(venv: Path, cwd: Path, database: str, log: Path) -> HubProcess:
-    """``beadhub serve`` of the installed wheel, from ``cwd``, until ready."""
+def serve_installed(venv: Path, cwd: Path, log: Path) -> HubProcess:
+    """``beadhub serve`` of the installed wheel, from ``cwd``, with no
+    settings at all (the embedded PostgreSQL in ``cwd/.beadhub``), until
+    ready."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": database}
-    env.pop("REDIS_URL", None)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     hub_process = HubProcess(port=port, log_path=log)
     with log.open("wb") as out:
         hub_process.proc = subprocess.Popen(
@@ -119,9 +122,19 @@ def installed(dist, tmp_path) -> Path:
     return venv
 
 
-async def test_the_installed_wheel_serves_the_dashboard_from_another_directory(installed, tmp_path):
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
+@pytest.fixture
+def elsewhere() -> Iterator[Path]:
+    """A directory far from the checkout, that any account may enter (as
+    root the embedded PostgreSQL runs as an unprivileged account)."""
+    path = Path(tempfile.mkdtemp(prefix="beadhub-elsewhere-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_the_installed_wheel_serves_the_dashboard_from_another_directory(
+    installed, elsewhere, tmp_path
+):
     where = output(
         installed / "bin/python",
         "-c",
@@ -131,9 +144,10 @@ async def test_the_installed_wheel_serves_the_dashboard_from_another_directory(i
     assert where.startswith(str(installed)), where  # the wheel's copy, not the checkout
     assert output(installed / "bin/beadhub", "--version") == f"beadhub {hub.__version__}"
 
-    database = await create_database()
-    hub_process = serve_installed(installed, elsewhere, database, tmp_path / "hub.log")
+    hub_process = serve_installed(installed, elsewhere, tmp_path / "hub.log")
     try:
+        alice = await onboard(hub_process.http_url, "from-the-wheel", "alice")
+        assert alice["api_key"]  # the wheel's migrations made the schema
         async with httpx.AsyncClient(base_url=hub_process.http_url, timeout=10) as http:
             page = await http.get("/")
             script = await http.get("/app.js")
@@ -146,4 +160,4 @@ async def test_the_installed_wheel_serves_the_dashboard_from_another_directory(i
         assert health["version"] == hub.__version__
     finally:
         assert hub_process.stop() == 0, hub_process.log()
-        await drop_database(database)
+    assert (elsewhere / ".beadhub/pgdata/PG_VERSION").is_file()  # data where it was started
