@@ -36,6 +36,7 @@ EVENT_TYPES = frozenset(
         "workspace.deleted",
         "escalation.created",
         "escalation.answered",
+        "escalation.expired",
         "policy.updated",
         "mail",
         "mail.read",
