@@ -30,6 +30,7 @@ MAX_TOPICS = 32
 EVENT_TYPES = frozenset(
     {
         "presence",
+        "resync",
         "agent.registered",
         "repo.registered",
         "workspace.registered",
