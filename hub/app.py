@@ -30,6 +30,7 @@ from hub.store.embedded import EmbeddedPostgres
 from hub.transport import http, ws
 from hub.transport import methods as _methods  # noqa: F401  (registers handlers)
 from hub.transport.guard import Guard
+from hub.transport.mcp import endpoint as mcp
 from hub.transport.routing import Router
 
 logger = logging.getLogger("beadhub")
@@ -61,6 +62,7 @@ class DashboardFiles(StaticFiles):
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
+    mcp_endpoint = mcp.Endpoint()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -99,7 +101,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings.bus_url.split("@")[-1],
         )
         try:
-            yield
+            async with mcp_endpoint.running():
+                yield
         finally:
             metrics.unwatch(hub)
             await leases.stop(hub)
@@ -116,6 +119,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [
         *http.routes,
         WebSocketRoute("/v1/ws", ws.agent_socket),
+        mcp_endpoint.route,
     ]
     static_dir = dashboard_dir()
     if static_dir is not None:

@@ -1,4 +1,4 @@
-"""``beadhub serve | migrate | demo``."""
+"""``beadhub serve | migrate | demo | mcp | hook``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from hub.config import SettingError, Settings
 from hub.logs import FORMATS, configure, log_config
 from hub.startup import StartupError, StopSignals, bind_port, check_bus, check_database, one_line
 from hub.store.embedded import EmbeddedPostgres
+from hub.transport.mcp import commands as mcp_commands
 
 logger = logging.getLogger("beadhub")
 
@@ -198,7 +199,10 @@ def main(argv: list[str] | None = None) -> None:
     guard.add_argument(
         "--no-claude", action="store_true", help="install only the git pre-commit hook"
     )
+    mcp_commands.add_parsers(sub)
     args = parser.parse_args(argv)
+    if args.command in ("mcp", "hook"):
+        sys.exit(mcp_commands.run(args))
     if args.command == "guard":
         from hub import guard as guards
 

@@ -575,6 +575,55 @@ async def _store_once(
     return sent, parts
 
 
+_REPLY_AFTER = f"""
+SELECT {_MESSAGE_COLUMNS} FROM chat_messages
+WHERE session_id = $1 AND seq > $2 AND from_agent_id IS DISTINCT FROM $3 AND NOT hang_on
+ORDER BY seq LIMIT 1
+"""
+_MY_LAST_SEQ = "SELECT max(seq) FROM chat_messages WHERE session_id = $1 AND from_agent_id = $2"
+
+
+async def wait_reply(
+    hub: Hub, actor: Actor, session_id: str, *, wait: float, after_message_id: str | None = None
+) -> dict[str, Any]:
+    """Wait (again) for a reply in a conversation without sending anything:
+    the resumable half of send-and-wait. A reply stored after
+    ``after_message_id`` (default: the caller's last message) ends it at
+    once, so a wait cut off by a reconnect or another instance misses
+    nothing; otherwise it waits on the bus exactly like ``send``."""
+    agent_id = actor.require_agent()
+    if not 0 < wait <= hub.settings.chat_max_wait_seconds:
+        raise invalid_params(
+            f"wait must be between 0 and {hub.settings.chat_max_wait_seconds} seconds"
+        )
+    sid = parse_id(session_id, "session_id")
+    after = parse_id(after_message_id, "after_message_id") if after_message_id else None
+    listener = _Listener(hub, actor.project_id, agent_id)
+    async with listener.listening():
+        parts = await hub.store.fetch(_PARTICIPANTS, sid, actor.project_id)
+        _member(parts, agent_id, sid)
+        if after is not None:
+            seq = await hub.store.fetchval(_MESSAGE_SEQ, after, sid)
+            if seq is None:
+                raise not_found(f"no message {after} in chat session {sid}", message_id=after)
+        else:
+            seq = await hub.store.fetchval(_MY_LAST_SEQ, sid, agent_id) or 0
+        result: dict[str, Any] = {"session_id": sid, "participants": _participant_list(parts)}
+        row = await hub.store.fetchrow(_REPLY_AFTER, sid, seq, agent_id)
+        if row is not None:
+            reply = _message_view(row, 0, agent_id)
+            status = "target_left" if row["sender_leaving"] else "replied"
+            return {**result, "status": status, "reply": reply, "events": [], "waited_seconds": 0}
+        targets = {p["agent_id"]: p["alias"] for p in parts if p["agent_id"] != agent_id}
+        deadline = _Deadline(hub, sid, agent_id, wait)
+        await deadline.store()
+        try:
+            outcome = await _wait_for_reply(agent_id, result, listener, deadline, targets)
+        finally:
+            await deadline.clear()
+    return {**result, **outcome}
+
+
 async def _store(
     hub: Hub,
     actor: Actor,

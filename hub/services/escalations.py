@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from hub.services import policies, webhooks
+from hub.services import events, policies, webhooks
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from hub.services.events import change
@@ -381,3 +381,39 @@ async def stop(hub: Hub) -> None:
     expiry = _machines.pop(id(hub), None)
     if expiry is not None:
         await expiry.stop()
+
+
+async def wait_answer(hub: Hub, actor: Actor, escalation_id: str, wait: float) -> dict[str, Any]:
+    """The escalation once it is answered (or expired), waiting at most
+    ``wait`` seconds. Woken by ``escalation.answered`` (or ``.expired``) on the bus (any
+    instance), never by polling; the store is read at the start, on that
+    event and after a bus gap, so a wait resumed elsewhere misses nothing."""
+    escalation_id = _escalation_id(escalation_id)
+    if not 0 < wait <= hub.settings.chat_max_wait_seconds:
+        raise invalid_params(
+            f"wait must be between 0 and {hub.settings.chat_max_wait_seconds} seconds"
+        )
+    woken = asyncio.Event()
+
+    def on_event(message: dict[str, Any]) -> None:
+        data = message.get("data") or {}
+        if message.get("type") in ("escalation.answered", "escalation.expired") and (
+            data.get("escalation_id") == escalation_id
+        ):
+            woken.set()
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + wait
+    channel = events.channel(actor.project_id)
+    async with hub.relay.listening(channel, on_event, on_gap=lambda _s: woken.set()):
+        while True:
+            escalation = await get(hub, actor, escalation_id)
+            remaining = deadline - loop.time()
+            if escalation["status"] != "pending" or remaining <= 0:
+                break
+            woken.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await woken.wait()
+    return {**escalation, "waited_seconds": round(loop.time() - started, 3)}

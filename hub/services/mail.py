@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from hub.services import events, humans
+from hub.services import delivery, events, humans
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from protocol.errors import ErrorCode, RpcError, invalid_params, not_found
@@ -235,6 +235,7 @@ async def inbox(
     )
     has_more = len(rows) > limit
     messages = [_message_view(r) for r in rows[:limit]]
+    delivery.opened(hub, agent_id, [m["message_id"] for m in messages])
     return {
         "messages": messages,
         "count": len(messages),

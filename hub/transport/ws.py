@@ -45,7 +45,7 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from hub import logs, metrics
-from hub.services import auth, events, limits, presence
+from hub.services import auth, delivery, events, limits, presence
 from hub.services.context import Actor, Hub
 from hub.store import database_unavailable
 from hub.transport.rpc import HANDLERS, Call, dispatch
@@ -194,6 +194,8 @@ class AgentSession:
     def _send_event(self, message: dict[str, Any]) -> None:
         _DELIVERED.value += 1
         self.send(_event_frame(message))
+        if message["type"] == "mail" and self.actor.agent_id is not None:
+            delivery.pushed(self.hub, self.actor.agent_id, message["data"]["message_id"])
         cursor = int(message["cursor"])
         if self._cursor is None or cursor > self._cursor:
             self._cursor = cursor

@@ -14,6 +14,7 @@ from protocol.methods import (
     chat,
     escalations,
     mail,
+    news,
     policies,
     reservations,
     search,
@@ -25,7 +26,7 @@ from protocol.methods import (
 CATALOGUE: dict[str, type[BaseModel]] = {}
 for _module in (
     session, escalations, policies, mail, chat, activity, beads, reservations,
-    search, team, webhooks,
+    search, team, webhooks, news,
 ):  # fmt: skip
     CATALOGUE.update(_module.METHODS)
 

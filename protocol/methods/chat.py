@@ -43,6 +43,15 @@ class ChatRead(Params):
     up_to_message_id: str | None = Field(default=None, max_length=64)
 
 
+class ChatWait(Params):
+    """Wait for a reply without sending: after ``after_message_id`` (default:
+    the caller's last message in the session)."""
+
+    session_id: str = Field(max_length=64)
+    wait: float = Field(gt=0)
+    after_message_id: str | None = Field(default=None, max_length=64)
+
+
 class ChatPending(Params):
     pass
 
@@ -53,6 +62,7 @@ class ChatSessions(Params):
 
 METHODS: dict[str, type[BaseModel]] = {
     "chat.send": ChatSend,
+    "chat.wait": ChatWait,
     "chat.pending": ChatPending,
     "chat.history": ChatHistory,
     "chat.read": ChatRead,

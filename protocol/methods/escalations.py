@@ -42,9 +42,17 @@ class EscalationRespond(Params):
     response: str = Field(min_length=1, max_length=RESPONSE_MAX)
 
 
+class EscalationWait(Params):
+    """Wait until the escalation is answered (or expires), at most ``wait`` s."""
+
+    escalation_id: Uuid
+    wait: float = Field(gt=0)
+
+
 METHODS: dict[str, type[BaseModel]] = {
     "escalations.create": EscalationCreate,
     "escalations.list": EscalationList,
     "escalations.get": EscalationGet,
     "escalations.respond": EscalationRespond,
+    "escalations.wait": EscalationWait,
 }

@@ -49,9 +49,18 @@ class MailThread(Params):
     limit: int = Field(default=200, ge=1, le=1000)
 
 
+class MailReceipts(Params):
+    """Delivery states of messages the caller sent; without ids, of its
+    last ``limit`` sent messages."""
+
+    message_ids: list[str] | None = Field(default=None, min_length=1, max_length=500)
+    limit: int = Field(default=20, ge=1, le=500)
+
+
 METHODS: dict[str, type[BaseModel]] = {
     "mail.send": MailSend,
     "mail.inbox": MailInbox,
     "mail.ack": MailAck,
     "mail.thread": MailThread,
+    "mail.receipts": MailReceipts,
 }

@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from hub.transport.http import (  # noqa: F401  (register routes)
     beads,
+    delivery,
     governance,
     messaging,
     monitoring,

@@ -4,12 +4,30 @@ from typing import Any
 
 from hub.services import chat
 from hub.transport.rpc import Call, method
-from protocol.methods.chat import ChatHistory, ChatPending, ChatRead, ChatSend, ChatSessions
+from protocol.methods.chat import (
+    ChatHistory,
+    ChatPending,
+    ChatRead,
+    ChatSend,
+    ChatSessions,
+    ChatWait,
+)
 
 
 @method("chat.send")
 async def send(call: Call, params: ChatSend) -> dict[str, Any]:
     return await chat.send(call.hub, call.actor, **params.model_dump())
+
+
+@method("chat.wait")
+async def wait(call: Call, params: ChatWait) -> dict[str, Any]:
+    return await chat.wait_reply(
+        call.hub,
+        call.actor,
+        params.session_id,
+        wait=params.wait,
+        after_message_id=params.after_message_id,
+    )
 
 
 @method("chat.pending")

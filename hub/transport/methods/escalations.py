@@ -9,6 +9,7 @@ from protocol.methods.escalations import (
     EscalationGet,
     EscalationList,
     EscalationRespond,
+    EscalationWait,
 )
 
 
@@ -39,3 +40,8 @@ async def get(call: Call, params: EscalationGet) -> dict[str, Any]:
 @method("escalations.respond")
 async def respond(call: Call, params: EscalationRespond) -> dict[str, Any]:
     return await escalations.respond(call.hub, call.actor, params.escalation_id, params.response)
+
+
+@method("escalations.wait")
+async def wait(call: Call, params: EscalationWait) -> dict[str, Any]:
+    return await escalations.wait_answer(call.hub, call.actor, params.escalation_id, params.wait)

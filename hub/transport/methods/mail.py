@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.services import mail
+from hub.services import delivery, mail
 from hub.transport.rpc import Call, method
-from protocol.methods.mail import MailAck, MailInbox, MailSend, MailThread
+from protocol.methods.mail import MailAck, MailInbox, MailReceipts, MailSend, MailThread
 
 
 @method("mail.send")
@@ -34,3 +34,8 @@ async def ack(call: Call, params: MailAck) -> dict[str, Any]:
 @method("mail.thread")
 async def thread(call: Call, params: MailThread) -> dict[str, Any]:
     return await mail.thread(call.hub, call.actor, params.thread_id, params.limit)
+
+
+@method("mail.receipts")
+async def receipts(call: Call, params: MailReceipts) -> dict[str, Any]:
+    return await delivery.receipts(call.hub, call.actor, params.message_ids, params.limit)

@@ -1,0 +1,128 @@
+"""``beadhub mcp``: the stdio MCP server a coding agent's client starts for
+its session.
+
+It holds the agent's WebSocket session (:class:`protocol.client.HubClient`)
+for as long as it runs, so the agent is online exactly while its Claude
+Code / Codex session lives: the hub sees the socket close when the process
+ends, killed or not. HubClient reconnects after a hub restart or failover
+and resumes by cursor. The tools' methods go over that session; a read
+that the connection cut off is sent again once it is back, a write is
+reported as "may or may not have happened" (its outcome is unknown).
+
+A wait runs on a connection of its own, closed when the MCP client
+cancels the call: the hub then ends the wait (and its "waiting" state) at
+once. If that connection drops, the tools wait again from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from typing import Any
+
+from mcp.server.stdio import stdio_server
+
+from hub.transport.mcp import server, tools
+from hub.transport.mcp.config import Found
+from protocol.client import ConnectionLost, HubClient
+from protocol.errors import ErrorCode, RpcError
+
+logger = logging.getLogger("beadhub.mcp")
+
+#: Methods safe to send again when the connection dropped mid-call.
+READS = frozenset(
+    {
+        "session.whoami",
+        "status.get",
+        "policy.get",
+        "beads.ready",
+        "reservations.list",
+        "mail.inbox",
+        "mail.receipts",
+        "chat.pending",
+        "chat.sessions",
+        "escalations.get",
+    }
+)
+#: How long a call waits for the session to come back.
+RECONNECT_SECONDS = 15.0
+
+
+class SessionCaller:
+    """The tools' methods over the agent's persistent session."""
+
+    def __init__(self, found: Found) -> None:
+        self.found = found
+        # Only mail events: they mark the message "pushed" on the hub; the
+        # session is here for presence, not for the event stream.
+        self.client = HubClient(found.url, found.api_key, events=["mail"], max_backoff=1.0)
+        self._drain: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        await self.client.connect()
+        self._drain = asyncio.create_task(self._discard_events())
+
+    async def close(self) -> None:
+        if self._drain is not None:
+            self._drain.cancel()
+        await self.client.close()
+
+    async def _discard_events(self) -> None:
+        async for _event in self.client.events():
+            pass
+
+    async def _connected(self) -> None:
+        if not self.client.connected:
+            try:
+                await self.client.wait_connected(RECONNECT_SECONDS)
+            except TimeoutError:
+                raise tools.Retry() from None
+
+    async def call(self, method: str, params: dict[str, Any]) -> Any:
+        await self._connected()
+        try:
+            return await self.client.call(method, params)
+        except ConnectionLost:
+            if method not in READS:
+                raise tools.Retry() from None
+        await self._connected()
+        try:
+            return await self.client.call(method, params)
+        except ConnectionLost:
+            raise tools.Retry() from None
+
+    async def wait(self, method: str, params: dict[str, Any]) -> Any:
+        waiter = HubClient(self.found.url, self.found.api_key, events=["mail"], reconnect=False)
+        try:
+            await waiter.connect()
+        except (OSError, TimeoutError, RpcError) as exc:
+            if isinstance(exc, RpcError) and exc.code != ErrorCode.UNAVAILABLE:
+                raise
+            raise tools.Retry() from None
+        try:
+            return await waiter.call(method, params)
+        except ConnectionLost:
+            raise tools.Retry() from None
+        finally:
+            # On cancellation too: the hub ends the wait with the socket.
+            with contextlib.suppress(Exception):
+                await waiter.close()
+
+
+async def serve(found: Found) -> None:
+    caller = SessionCaller(found)
+    await caller.connect()
+    try:
+        app = server.build(lambda _ctx: caller)
+        async with stdio_server() as (read, write):
+            await app.run(read, write, app.create_initialization_options())
+    finally:
+        await caller.close()
+
+
+def main(found: Found) -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(found))
