@@ -5,9 +5,11 @@ It holds the agent's WebSocket session (:class:`protocol.client.HubClient`)
 for as long as it runs, so the agent is online exactly while its Claude
 Code / Codex session lives: the hub sees the socket close when the process
 ends, killed or not. HubClient reconnects after a hub restart or failover
-and resumes by cursor. The tools' methods go over that session; a read
-that the connection cut off is sent again once it is back, a write is
-reported as "may or may not have happened" (its outcome is unknown).
+and resumes by cursor. The tools' methods go over that session; a call
+that the connection cut off is sent again once it is back if that is
+safe: a read, or a write with an idempotency key (every write that takes
+one gets one, so the repeat is applied once). Any other write is reported
+as "may or may not have happened".
 
 A wait runs on a connection of its own, closed when the MCP client
 cancels the call: the hub then ends the wait (and its "waiting" state) at
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import uuid
 from typing import Any
 
 from mcp.server.stdio import stdio_server
@@ -28,6 +31,7 @@ from hub.transport.mcp import server, tools
 from hub.transport.mcp.config import Found
 from protocol.client import ConnectionLost, HubClient
 from protocol.errors import ErrorCode, RpcError
+from protocol.methods import CATALOGUE
 
 logger = logging.getLogger("beadhub.mcp")
 
@@ -45,6 +49,11 @@ READS = frozenset(
         "chat.sessions",
         "escalations.get",
     }
+)
+#: Writes that take an idempotency key (protocol.schema.Retryable): sent
+#: again after a reconnect, they are applied once.
+RETRYABLE = frozenset(
+    name for name, model in CATALOGUE.items() if "idempotency_key" in model.model_fields
 )
 #: How long a call waits for the session to come back.
 RECONNECT_SECONDS = 15.0
@@ -81,11 +90,15 @@ class SessionCaller:
                 raise tools.Retry() from None
 
     async def call(self, method: str, params: dict[str, Any]) -> Any:
+        retryable = method in RETRYABLE
+        if retryable:
+            # The same key on the repeat: the hub applies the write once.
+            params = {**params, "idempotency_key": uuid.uuid4().hex}
         await self._connected()
         try:
             return await self.client.call(method, params)
         except ConnectionLost:
-            if method not in READS:
+            if method not in READS and not retryable:
                 raise tools.Retry() from None
         await self._connected()
         try:
