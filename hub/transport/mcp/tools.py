@@ -436,13 +436,16 @@ async def _send_and_wait(
     return result
 
 
-async def _session_with(call: ToolCall, to: list[str]) -> str:
-    """The conversation of exactly the caller and ``to``."""
+async def _session_with(call: ToolCall, to: list[str], missing: bool = False) -> str:
+    """The conversation of exactly the caller and ``to`` (none: NOT_FOUND
+    with ``missing``, else the outcome of the send is unknown)."""
     me = (await call.caller.call("session.whoami", {}))["alias"]
     wanted = {*to, me}
     for session in (await call.caller.call("chat.sessions", {"limit": 1000}))["sessions"]:
         if set(session["participants"]) == wanted:
             return str(session["session_id"])
+    if missing:
+        raise RpcError(ErrorCode.NOT_FOUND, f"no chat with {', '.join(sorted(to))}")
     raise Retry()
 
 
@@ -474,20 +477,21 @@ async def chat_reply(call: ToolCall, args: ChatReplyArgs) -> dict[str, Any]:
 
 
 class ChatWaitArgs(Args):
-    session_id: str
+    session_id: str | None = Field(default=None, description="or give `to`")
+    to: list[str] | None = Field(default=None, max_length=50, description="the chat's aliases")
     wait: float = Field(default=60, gt=0, le=MAX_WAIT_SECONDS)
     after_message_id: str | None = Field(default=None, description="default: your last message")
 
 
-@tool(
-    "chat_wait",
-    "Keep waiting for a reply in a chat session.",
-    ChatWaitArgs,
-    _chat_line,
-    read_only=True,
-)
+@tool("chat_wait", "Keep waiting for a reply in a chat (after a timeout or reconnect).",
+      ChatWaitArgs, _chat_line, read_only=True)  # fmt: skip
 async def chat_wait(call: ToolCall, args: ChatWaitArgs) -> dict[str, Any]:
-    params = args.model_dump(exclude_none=True, exclude={"wait"})
+    if (args.session_id is None) == (args.to is None):
+        raise RpcError(ErrorCode.INVALID_PARAMS, "give either session_id or to")
+    session_id = args.session_id or await _session_with(call, args.to or [], missing=True)
+    params = {"session_id": session_id}
+    if args.after_message_id:
+        params["after_message_id"] = args.after_message_id
     return await _waited(call, "chat.wait", params, args.wait, "waiting for a reply")
 
 
