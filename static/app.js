@@ -564,6 +564,11 @@ function renderWork() {
         h("span", { class: "mono bead" }, beadId(c)),
         h("span", { class: "grow" }, firstLine(pick(c, "title", "summary") ?? "", 80)),
         h("span", { class: "who" }, agentName(c.agent_id, pick(c, "alias", "claimed_by"))),
+        // The holder is gone (no session, no heartbeat): released after the grace.
+        c.stale
+          ? h("span", { class: "tag stale", title: `holder last seen ${c.holder_last_seen ?? "?"}` },
+              c.holder_last_seen ? `stale, seen ${ago(c.holder_last_seen)}` : "stale")
+          : null,
         pick(c, "claimed_at", "created_at")
           ? h("span", { class: "muted small", dataset: { ago: pick(c, "claimed_at", "created_at") } },
               ago(pick(c, "claimed_at", "created_at")))

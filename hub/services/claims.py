@@ -100,7 +100,7 @@ async def _claim_waiting(
     async with queues.Turn(hub, actor, "claim", wait, lambda d: d["bead_id"] == bead_id) as turn:
         while True:
             turn.woken.clear()
-            if not (turn.rows and await turn.all_blocked([(bead_id, True)], str.__eq__)):
+            if not (turn.rows and await turn.blocked([(bead_id, True)], str.__eq__)):
                 async with change(hub, actor.project_id) as tx:
                     # The claim's own lock orders the line's entries and grants.
                     await tx.conn.execute(

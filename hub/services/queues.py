@@ -232,13 +232,24 @@ class Turn:
         if ids:
             await conn.execute("DELETE FROM waiters WHERE id = ANY($1::uuid[])", ids)
 
-    async def all_blocked(self, keys: list[tuple[str, bool]], overlap: Overlap) -> bool:
-        """Without locks: is every key still behind an earlier waiter? (A
-        woken waiter that is not first in line sleeps again after this
-        one read; a stale answer is corrected by the next wake-up.)"""
+    async def blocked(self, keys: list[tuple[str, bool]], overlap: Overlap) -> set[str]:
+        """Without locks, in one read: the keys still behind an earlier
+        waiter. A woken waiter that is not first in line sleeps again after
+        it. For a key this call is queued for, "first in line" cannot
+        change back: every earlier entry was committed before this call's
+        own (they were made under colliding locks), and later ones queue
+        behind it. A key this call is not queued for is only an estimate
+        (an earlier waiter may be entering); the locked attempt decides."""
         async with self.hub.store.connection() as conn:
             line = await self.line(conn)
-        return all(self.ahead(line, key, exclusive, overlap) is not None for key, exclusive in keys)
+        return {k for k, exclusive in keys if self.ahead(line, k, exclusive, overlap) is not None}
+
+    async def leave_granted(self, keys: list[str]) -> None:
+        """These keys were granted outside an attempt's transaction (first
+        in line, by a plain acquire): out of line."""
+        ids = [self.rows.pop(key)[0] for key in keys if key in self.rows]
+        if ids:
+            await self.hub.store.execute("DELETE FROM waiters WHERE id = ANY($1::uuid[])", ids)
 
     async def _leave_all(self, reason: str) -> None:
         ids = [waiter_id for waiter_id, _ in self.rows.values()]

@@ -346,21 +346,22 @@ async def acquire(
             lambda: _acquire_waiting(hub, actor, patterns, waiting, options),
             atomic=False,
         )
+    options = (bool(exclusive), float(ttl), reason, bead_id, metadata)
+    granted, conflicts = await _acquire_now(hub, actor, agent_id, patterns, options)
+    return {"granted": granted, "conflicts": conflicts}
+
+
+async def _acquire_now(
+    hub: Hub, actor: Actor, agent_id: str, patterns: list[Pattern], options: tuple[Any, ...]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One acquire through group commit: (granted, conflicts), in the
+    order of ``patterns``."""
     keys = [key for pattern in patterns for key in pattern.lock_keys()]
     group = hub.store.group_commit(
         "reservations.acquire", lambda: write_acquires, locks=_acquire_locks
     )
     rows: list[asyncpg.Record] = await group.submit(
-        actor.project_id,
-        agent_id,
-        actor.alias,
-        bool(exclusive),
-        float(ttl),
-        reason,
-        bead_id,
-        metadata,
-        patterns,
-        keys,
+        actor.project_id, agent_id, actor.alias, *options, patterns, keys
     )
     # Committed (alone or in a batch): now it may be announced. A grant or
     # renewal is known by its event (the other kind: an expired row replaced).
@@ -379,7 +380,7 @@ async def acquire(
         key=lambda c: (order[c["path"]], c["expires_at"], c["holder_alias"]),
     )
     _schedule_all(hub, actor.project_id, granted)
-    return {"granted": granted, "conflicts": conflicts}
+    return granted, conflicts
 
 
 def _overlap(a: str, b: str) -> bool:
@@ -407,12 +408,20 @@ async def _acquire_waiting(
         while pending:
             turn.woken.clear()
             keys = [(p.path, exclusive) for p in pending]
-            if not (turn.rows and await turn.all_blocked(keys, _overlap)):
+            queued = all(p.path in turn.rows for p in pending)
+            blocked = await turn.blocked(keys, _overlap) if queued else set()
+            if queued and not blocked:
+                # First in line for everything it waits for: no earlier
+                # waiter can appear any more, so a plain acquire decides.
+                got, conflicts = await _acquire_now(hub, actor, turn.agent_id, pending, options)
+                await turn.leave_granted([g["path"] for g in got])
+                taken = {c["path"] for c in conflicts}
+                pending = [p for p in pending if p.path in taken]
+                granted.extend(got)
+            elif len(blocked) < len(keys):
                 got, conflicts, pending = await _attempt(hub, actor, turn, pending, options)
                 granted.extend(got)
-                if not pending:
-                    break
-            if not await turn.sleep():
+            if pending and not await turn.sleep():
                 break
         waited = turn.waited_seconds
     order = {p.path: i for i, p in enumerate(patterns)}

@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from tests.bench import chat, mail, reservations, sessions, shim  # noqa: F401  (registers scenarios)
+from tests.bench import chat, mail, queues, reservations, sessions, shim  # noqa: F401  (registers scenarios)
 from tests.bench.harness import (
     PG_SOCKET,
     PROFILE,

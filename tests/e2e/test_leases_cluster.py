@@ -22,12 +22,12 @@ from tests.e2e.cluster import Cluster, running_cluster
 from tests.support import ROOT, onboard, unique
 from tests.test_beads import issue, jsonl
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)
 
 GRACES = {"BEADHUB_CLAIM_HOLDER_GRACE": "2", "BEADHUB_RESERVATION_HOLDER_GRACE": "1"}
 #: Contended acquires of one path by agents on both instances.
 ATTEMPTS = 2000
-CONTENDERS = 8
+CONTENDERS = 4
 
 #: An agent process that claims, reserves, says so and then just lives.
 AGENT = """
