@@ -123,13 +123,16 @@ async function exchangeKey(apiKey) {
 }
 
 // A `bdh :dashboard` link carries the key once, in the fragment (which the
-// browser never sends to a server). Take it and wipe it from the address
-// bar and history before doing anything else with it.
+// browser never sends to a server): `#api_key=` from bdh, `#key=` too. Take
+// it and wipe it from the address bar and history before doing anything else.
+const FRAGMENT_KEYS = ["api_key", "key"];
+
 function takeKeyFromFragment() {
-  if (!location.hash.includes("key=")) return null;
   const params = new URLSearchParams(location.hash.slice(1));
-  const key = params.get("key");
-  params.delete("key");
+  const name = FRAGMENT_KEYS.find((n) => params.get(n));
+  if (!name) return null;
+  const key = params.get(name);
+  FRAGMENT_KEYS.forEach((n) => params.delete(n));
   const rest = params.toString();
   history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
   return key;

@@ -26,7 +26,7 @@ async def test_init_answers_bdh_and_the_aw_library(hub_server: RunningHub, slug:
         assert bdh["created"] and bdh["workspace_created"]
         assert bdh["workspace_id"] == bdh["agent_id"]
         assert bdh["canonical_origin"] == "github.com/acme/widgets" and bdh["repo_id"]
-        assert bdh["api_key"].startswith("bh_") and bdh["status"] == "ok"
+        assert bdh["api_key"].startswith("aw_sk_") and bdh["status"] == "ok"
 
         aw_body = {
             "project_slug": slug,

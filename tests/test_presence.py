@@ -102,7 +102,7 @@ async def test_init_canonicalises_the_repo_and_suggests_aliases(hub_server):
     assert first["canonical_origin"] == second["canonical_origin"] == "github.com/Acme/Widgets"
     assert first["repo_id"] == second["repo_id"]
     assert first["alias"] == "alice-frontend" and second["alias"] == "bob-frontend"
-    assert first["api_key"].startswith("bh_") and first["api_key"] != second["api_key"]
+    assert first["api_key"].startswith("aw_sk_") and first["api_key"] != second["api_key"]
 
 
 async def test_init_refuses_to_hand_an_alias_to_another_workspace(hub_server):

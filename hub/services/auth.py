@@ -1,9 +1,12 @@
 """API keys: minted once, stored as a sha256 hash, resolved to an Actor.
 
 Keys are 256-bit random tokens, so an unsalted fast hash is enough: there is
-nothing to brute-force. Resolved keys are cached for a few seconds because
-the HTTP shim authenticates every request; revoking a key takes effect
-within that time.
+nothing to brute-force. They read ``aw_sk_`` + 43 characters because bdh
+keeps a key only in that form (``aw_sk_`` and at least 38 characters); keys
+minted earlier as ``bh_...`` keep working, since only the hash is looked up.
+
+Resolved keys are cached for a few seconds because the HTTP shim
+authenticates every request; revoking a key takes effect within that time.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import asyncpg
 from hub.services.context import Actor, Hub
 from protocol.errors import unauthorized
 
-KEY_PREFIX = "bh_"
+KEY_PREFIX = "aw_sk_"
 CACHE_SECONDS = 5.0
 _CACHE_MAX = 10_000
 

@@ -60,7 +60,7 @@ _WATCHED = frozenset({"chat.message", "chat.read", "presence"})
 
 _PARTICIPANTS = """
 SELECT p.agent_id, a.alias, p.last_read_seq, p.waiting_until, p.left_at,
-       coalesce(a.http_online_until > now(), false) AS http_online
+       coalesce(p.waiting_until > now(), false) AS listening
 FROM chat_participants p JOIN agents a ON a.id = p.agent_id
 WHERE p.session_id = $1 AND p.project_id = $2
 ORDER BY a.alias
@@ -146,7 +146,7 @@ WITH named AS (
       )
 ), parts AS (
     SELECT p.agent_id, a.alias, p.left_at,
-           coalesce(a.http_online_until > now(), false) AS http_online
+           coalesce(p.waiting_until > now(), false) AS listening
     FROM s
     JOIN chat_participants p ON p.session_id = s.id
     JOIN agents a ON a.id = p.agent_id
@@ -169,7 +169,7 @@ SELECT m.session_id, m.id AS message_id, m.created_at,
        array(SELECT agent_id FROM parts ORDER BY alias) AS part_ids,
        array(SELECT alias FROM parts ORDER BY alias) AS part_aliases,
        array(SELECT left_at FROM parts ORDER BY alias) AS part_left_at,
-       array(SELECT http_online FROM parts ORDER BY alias) AS part_http_online,
+       array(SELECT listening FROM parts ORDER BY alias) AS part_listening,
        {events.returned()}
 FROM (SELECT) one LEFT JOIN m ON true LEFT JOIN ev ON true
 """
@@ -290,9 +290,11 @@ async def _open(
     return str(session_id)
 
 
-async def _online(hub: Hub, project_id: str, parts: Sequence[Mapping[str, Any]]) -> set[str]:
-    connected = await hub.bus.online_agents(project_id)
-    return {p["agent_id"] for p in parts if p["agent_id"] in connected or p["http_online"]}
+def _listening(parts: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Who is listening on the conversation right now: an open stream or a
+    waiting send keeps ``waiting_until`` in the future (and clears it when
+    it ends), on any instance. Being online is not listening."""
+    return {p["agent_id"] for p in parts if p["listening"]}
 
 
 # -- waiting -----------------------------------------------------------------------
@@ -382,15 +384,29 @@ class _Deadline:
         await self.store()
 
     async def clear(self) -> None:
+        """End the wait in the store. It runs when the waiter goes away,
+        usually because its request or socket task is being cancelled: the
+        update runs in a task of its own, so that cancellation (repeated,
+        under a cancel scope) cannot stop it, and the caller waits for it
+        only while it is not cancelled itself."""
         if self.stored is None:
             return
+        stored, self.stored = self.stored, None
+        task = asyncio.get_running_loop().create_task(self._clear(stored))
+        _CLEARING.add(task)
+        task.add_done_callback(_CLEARING.discard)
+        await asyncio.shield(task)
+
+    async def _clear(self, stored: datetime) -> None:
         try:
-            await self.hub.store.execute(
-                _CLEAR_WAITING, self.session_id, self.agent_id, self.stored
-            )
+            await self.hub.store.execute(_CLEAR_WAITING, self.session_id, self.agent_id, stored)
         except Exception:
             # waiting_until expires on its own; pending ignores a past one.
             logger.warning("could not clear the wait on chat session %s", self.session_id)
+
+
+#: Clean-ups under way, held so they are not collected before they finish.
+_CLEARING: set[asyncio.Task[None]] = set()
 
 
 async def _wait_for_reply(
@@ -505,8 +521,8 @@ async def send(
         targets = {p["agent_id"]: p["alias"] for p in parts if p["agent_id"] != agent_id}
         if not actor.is_human and any(humans.is_human_alias(a) for a in targets.values()):
             await _tell_humans(hub, actor, sent, body, targets)
-        online = await _online(hub, actor.project_id, parts)
-        sent["targets_connected"] = [a for i, a in targets.items() if i in online]
+        listening = _listening(parts)
+        sent["targets_connected"] = [a for i, a in targets.items() if i in listening]
         sent["targets_left"] = [
             p["alias"] for p in parts if p["agent_id"] in targets and p["left_at"] is not None
         ]
@@ -663,12 +679,12 @@ async def _store(
     # Committed (one statement in autocommit): now the others may hear of it.
     await events.publish_rows(hub, [row])
     parts: list[Mapping[str, Any]] = [
-        {"agent_id": i, "alias": a, "left_at": left, "http_online": http}
-        for i, a, left, http in zip(
+        {"agent_id": i, "alias": a, "left_at": left, "listening": listening}
+        for i, a, left, listening in zip(
             row["part_ids"],
             row["part_aliases"],
             row["part_left_at"],
-            row["part_http_online"],
+            row["part_listening"],
             strict=True,
         )
     ]

@@ -13,7 +13,7 @@ from hub.services import auth, repos
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from hub.services.events import change
-from protocol.errors import conflict, forbidden, invalid_params, not_found
+from protocol.errors import ErrorCode, RpcError, conflict, forbidden, invalid_params, not_found
 from protocol.schema import ALIAS_RE, SLUG_RE
 
 #: First names handed out as aliases, in order; a role makes them
@@ -94,18 +94,26 @@ async def ensure_project(
     return dict(row), False
 
 
-async def suggest_alias(conn: asyncpg.Connection, project_id: str, role: str = "") -> str:
-    taken = {
-        r["alias"]
+async def free_prefix(conn: asyncpg.Connection, project_id: str) -> str:
+    """The first name no agent of the project uses as its alias's prefix:
+    with ``alice-frontend`` there, ``alice`` is taken for every role (bdh
+    appends ``-<role>`` to it). Deleted agents count: their alias comes
+    back if the same workspace joins again."""
+    used = {
+        name_prefix(r["alias"])
         for r in await conn.fetch("SELECT alias FROM agents WHERE project_id = $1", project_id)
     }
-    suffix = f"-{slugify(role)}" if role else ""
     for round_ in range(1, 1000):
         for name in ALIAS_NAMES:
-            candidate = f"{name}{suffix}" if round_ == 1 else f"{name}{round_}{suffix}"
-            if candidate not in taken:
+            candidate = name if round_ == 1 else f"{name}{round_}"
+            if candidate not in used:
                 return candidate
     raise conflict("no free alias left in this project")
+
+
+async def suggest_alias(conn: asyncpg.Connection, project_id: str, role: str = "") -> str:
+    prefix = await free_prefix(conn, project_id)
+    return f"{prefix}-{slugify(role)}" if role else prefix
 
 
 def name_prefix(alias: str) -> str:
@@ -116,11 +124,7 @@ async def init(hub: Hub, req: InitRequest) -> dict[str, Any]:
     """Onboard one agent. Reusing an alias is allowed only from the same
     workspace (hostname and path), so an unauthenticated call cannot take
     over another agent's identity."""
-    slug = req.project_slug or (
-        slugify(repos.repo_name(repos.canonical_origin(req.repo_origin))) if req.repo_origin else ""
-    )
-    if not slug:
-        raise invalid_params("project_slug or repo_origin is required")
+    slug = req.project_slug or await _project_of_repo(hub, req.repo_origin)
     if req.alias is not None and not ALIAS_RE.match(req.alias):
         raise invalid_params(f"invalid alias {req.alias!r}: letters, digits, '.', '_' or '-'")
     for _attempt in range(5):
@@ -128,9 +132,31 @@ async def init(hub: Hub, req: InitRequest) -> dict[str, Any]:
             return await _init_once(hub, slug, req)
         except asyncpg.UniqueViolationError:
             if req.alias is not None:
-                raise
+                raise conflict(
+                    f"alias {req.alias!r} is taken in project {slug!r}; choose another alias",
+                    alias=req.alias,
+                    error="alias_exists",
+                ) from None
             # Another init took the suggested alias at the same moment.
     raise conflict("could not allocate an alias, try again")
+
+
+async def _project_of_repo(hub: Hub, repo_origin: str) -> str:
+    """Without a slug, init joins the project that has the repo. bdh reads
+    ``project_not_found`` in the body and retries with a slug of its own."""
+    if not repo_origin:
+        raise invalid_params("project_slug or repo_origin is required")
+    try:
+        repo = await repos.lookup(hub, repo_origin)
+    except RpcError as exc:
+        if exc.code != ErrorCode.NOT_FOUND:
+            raise
+        raise invalid_params(
+            f"project_not_found: no project has the repo {repos.canonical_origin(repo_origin)}; "
+            "send project_slug to create one",
+            error="project_not_found",
+        ) from None
+    return str(repo["project_slug"])
 
 
 async def _init_once(hub: Hub, slug: str, req: InitRequest) -> dict[str, Any]:
@@ -155,9 +181,11 @@ async def _init_once(hub: Hub, slug: str, req: InitRequest) -> dict[str, Any]:
                 req.workspace_path,
             )
             if not same_place and existing["deleted_at"] is None:
+                # bdh looks for "alias_exists" in the body to pick another name.
                 raise conflict(
                     f"alias {alias!r} is taken in project {slug!r}; choose another alias",
                     alias=alias,
+                    error="alias_exists",
                 )
             agent_id = existing["id"]
             await tx.conn.execute(
@@ -407,34 +435,33 @@ async def register_workspace(
     }
 
 
-async def suggest_name_prefix(hub: Hub, actor: Actor, origin_url: str) -> dict[str, Any]:
-    """The next free first name for a new workspace of a repo registered
-    in the caller's project (404 when the repo is not registered)."""
-    repo = await repos.lookup(hub, origin_url, project_id=actor.project_id)
+async def suggest_name_prefix(hub: Hub, actor: Actor | None, origin_url: str) -> dict[str, Any]:
+    """The next free name prefix for a new workspace of a registered repo
+    (404 when no project has it; with a key, only the key's project counts).
+    Unauthenticated (bdh asks before it has a key): it reveals a free first
+    name and the ids bdh puts in its init, nothing about the agents."""
+    repo = await repos.lookup(hub, origin_url, project_id=actor.project_id if actor else None)
     async with hub.store.connection() as conn:
-        alias = await suggest_alias(conn, actor.project_id)
+        prefix = await free_prefix(conn, repo["project_id"])
     return {
-        "name_prefix": name_prefix(alias),
-        "project_id": actor.project_id,
-        "project_slug": actor.project_slug,
+        "name_prefix": prefix,
+        "project_id": repo["project_id"],
+        "project_slug": repo["project_slug"],
         "repo_id": repo["repo_id"],
         "canonical_origin": repo["canonical_origin"],
     }
 
 
-async def suggest_alias_prefix(hub: Hub, actor: Actor, project_slug: str) -> dict[str, Any]:
-    """The next free first name in the caller's project. For any other
-    slug the answer is the first name and no id, whether or not that
-    project exists: a key learns nothing about other projects."""
-    if project_slug != actor.project_slug:
-        return {"project_slug": project_slug, "project_id": None, "name_prefix": ALIAS_NAMES[0]}
+async def suggest_alias_prefix(hub: Hub, project_slug: str) -> dict[str, Any]:
+    """The next free name prefix in the project with this slug; for a slug
+    no project has, the first name and no id (init will create it).
+    Unauthenticated, like :func:`suggest_name_prefix`."""
     async with hub.store.connection() as conn:
-        alias = await suggest_alias(conn, actor.project_id)
-    return {
-        "project_slug": actor.project_slug,
-        "project_id": actor.project_id,
-        "name_prefix": name_prefix(alias),
-    }
+        project_id = await conn.fetchval("SELECT id FROM projects WHERE slug = $1", project_slug)
+        if project_id is None:
+            return {"project_slug": project_slug, "project_id": None, "name_prefix": ALIAS_NAMES[0]}
+        prefix = await free_prefix(conn, project_id)
+    return {"project_slug": project_slug, "project_id": project_id, "name_prefix": prefix}
 
 
 async def introspect(hub: Hub, actor: Actor) -> dict[str, Any]:

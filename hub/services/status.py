@@ -55,14 +55,11 @@ async def _read_team(hub: Hub, project_id: str) -> dict[str, Any]:
 
 async def command_context(hub: Hub, actor: Actor) -> dict[str, Any]:
     """What bdh prints around a bd command: the caller's unread mail and
-    the issues other agents are working on (bdh's CommandContext)."""
+    every claimed issue of the project, the caller's own included (bdh's
+    CommandContext; its ``ready`` and ``:status`` pick the caller's out)."""
     agent_id = actor.require_agent()
     async with hub.store.pinned():
         return {
             "messages_waiting": await mail.unread_count(hub, actor.project_id, agent_id),
-            "beads_in_progress": [
-                b
-                for b in await beads.in_progress(hub, actor.project_id)
-                if b["workspace_id"] != agent_id
-            ],
+            "beads_in_progress": await beads.in_progress(hub, actor.project_id),
         }

@@ -61,6 +61,22 @@ async def test_link_sign_in_keeps_a_ticket_and_drops_the_key(new_page, join, hub
     assert refused.value.code == ErrorCode.UNAUTHORIZED
 
 
+async def test_the_link_bdh_dashboard_prints_signs_in_and_drops_the_key(
+    new_page, join, hub_server, slug
+):
+    alice = await join("alice", human_name="Juan")
+    page = await new_page()
+    # `bdh :dashboard` prints <hub>/#api_key=<key>.
+    await page.goto(f"{hub_server.http_url}/#api_key={alice['api_key']}")
+
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+    await expect(page.locator("#project-slug")).to_have_text(slug)
+    assert "api_key" not in page.url and alice["api_key"] not in page.url
+    assert alice["api_key"] not in repr(await session_storage(page))
+    await page.go_back()
+    assert page.url == "about:blank"
+
+
 async def test_form_sign_in_and_a_bad_key(new_page, join, hub_server, slug):
     alice = await join("alice")
     page = await new_page()

@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
+from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from hub.services import chat, mail, presence
@@ -211,16 +212,31 @@ def _sse(event: dict[str, Any]) -> bytes:
     return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
-async def _sse_stream(events: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[bytes]:
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone. Starlette notices a gone client
+    only when a write fails (the next keepalive); bdh hangs up as soon as
+    its own timer ends, and the wait it showed must end with it."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _sse_stream(
+    events: AsyncGenerator[dict[str, Any], None], request: Request
+) -> AsyncIterator[bytes]:
     """The events as SSE frames, with a keepalive comment while quiet.
     Closing (the client left, or the deadline passed) closes the service's
     generator, which clears the caller's wait."""
     # The first frame goes out at once, so the client knows it is connected.
     yield b": connected\n\n"
+    gone = asyncio.ensure_future(_disconnected(request))
     pending = asyncio.ensure_future(anext(events))
     try:
         while True:
-            done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_SECONDS)
+            done, _ = await asyncio.wait(
+                {pending, gone}, timeout=KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED
+            )
+            if gone in done:
+                return
             if not done:
                 yield b": keepalive\n\n"
                 continue
@@ -231,6 +247,7 @@ async def _sse_stream(events: AsyncGenerator[dict[str, Any], None]) -> AsyncIter
             yield _sse(event)
             pending = asyncio.ensure_future(anext(events))
     finally:
+        gone.cancel()
         pending.cancel()
         with contextlib.suppress(BaseException):
             await pending
@@ -253,7 +270,7 @@ async def chat_stream(call: HttpCall, query: i.ChatStreamQuery) -> StreamingResp
     # Checks first (a stranger's session is 404), before the 200 goes out.
     events = await chat.open_stream(call.hub, call.actor, call.path("session_id"), query.deadline)
     return StreamingResponse(
-        _sse_stream(events),
+        _sse_stream(events, call.request),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

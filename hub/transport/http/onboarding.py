@@ -7,11 +7,13 @@ from typing import Any
 from starlette.responses import Response
 
 from hub import __version__
-from hub.services import presence, projects, repos, tickets
+from hub.services import address_limit, auth, presence, projects, repos, tickets
+from hub.services.context import Actor
 from hub.transport.http import inputs as i
 from hub.transport.http import outputs as o
 from hub.transport.http.base import ORJSONResponse
 from hub.transport.http.registry import HttpCall, api
+from protocol.errors import unauthorized
 
 TAG = "onboarding"
 NOT_FOUND = {404: "not found in the caller's project"}
@@ -108,14 +110,28 @@ async def ensure_project(call: HttpCall, body: i.EnsureProjectRequest) -> dict[s
     return await projects.ensure_own(call.hub, call.actor, body.slug)
 
 
+#: bdh's ``:projects`` sends no key and prints this body as it is.
+PROJECTS_NEED_A_KEY = (
+    "listing projects needs an api key (Authorization: Bearer aw_sk_...): this hub "
+    "shows a key its own project only, and never lists projects to anonymous callers. "
+    "In a bdh workspace, `bdh :status` shows your project."
+)
+
+
 @api.get(
     "/v1/projects",
-    summary="The projects this key can see (its own)",
+    summary="The projects this key can see (its own); 401 without a key",
     tag=TAG,
     response=o.ListProjectsResponse,
+    errors={401: "no api key: a clear message, never the project list"},
+    auth=False,
 )
 async def list_projects(call: HttpCall) -> dict[str, Any]:
-    return {"projects": await projects.list_own(call.hub, call.actor)}
+    token = auth.bearer_token(call.request.headers.get("authorization"))
+    if token is None:
+        raise unauthorized(PROJECTS_NEED_A_KEY)
+    actor = await auth.authenticate(call.hub, token)
+    return {"projects": await projects.list_own(call.hub, actor)}
 
 
 @api.get(
@@ -187,27 +203,43 @@ async def register_workspace(call: HttpCall, body: i.RegisterWorkspaceRequest) -
     )
 
 
+async def _anonymous_or_key(call: HttpCall) -> Actor | None:
+    """bdh asks for names before it has a key (and sometimes with one):
+    limited per address, a key if sent must be valid."""
+    address_limit.check(address_limit.suggestions, call.request.client and call.request.client.host)
+    token = auth.bearer_token(call.request.headers.get("authorization"))
+    return await auth.authenticate(call.hub, token) if token else None
+
+
 @api.post(
     "/v1/workspaces/suggest-name-prefix",
-    summary="The next free name for a new workspace of a repo",
+    summary="The next free name prefix for a new workspace of a repo (no key needed)",
     tag=TAG,
     body=i.SuggestNamePrefixRequest,
     response=o.SuggestNamePrefixResponse,
-    errors={404: "the repo is not registered in the key's project"},
+    errors={
+        404: "no project has the repo (with a key: the key's project has not)",
+        429: "too many requests from this address",
+    },
+    auth=False,
 )
 async def suggest_name_prefix(call: HttpCall, body: i.SuggestNamePrefixRequest) -> dict[str, Any]:
-    return await projects.suggest_name_prefix(call.hub, call.actor, body.origin_url)
+    actor = await _anonymous_or_key(call)
+    return await projects.suggest_name_prefix(call.hub, actor, body.origin_url)
 
 
 @api.post(
     "/v1/agents/suggest-alias-prefix",
-    summary="The next free alias prefix in a project",
+    summary="The next free alias prefix in a project (no key needed)",
     tag=TAG,
     body=i.SuggestAliasPrefixRequest,
     response=o.SuggestAliasPrefixResponse,
+    errors={429: "too many requests from this address"},
+    auth=False,
 )
 async def suggest_alias_prefix(call: HttpCall, body: i.SuggestAliasPrefixRequest) -> dict[str, Any]:
-    return await projects.suggest_alias_prefix(call.hub, call.actor, body.project_slug)
+    await _anonymous_or_key(call)
+    return await projects.suggest_alias_prefix(call.hub, body.project_slug)
 
 
 @api.post(

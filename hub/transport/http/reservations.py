@@ -235,21 +235,18 @@ async def release_claim(call: HttpCall, body: i.ReleaseClaimRequest) -> dict[str
     tag=TAG,
     query=i.LocksQuery,
     response=o.ListLocksResponse,
+    errors={403: "workspace_id is another agent's"},
 )
 async def list_reservations(call: HttpCall, query: i.LocksQuery) -> dict[str, Any]:
     """Each entry carries bdh's LockInfo and the aw library's
-    ReservationView fields."""
-    holder = query.alias or None
-    if query.workspace_id:
-        # bdh names the holder by workspace id; aliases are unique in a project.
-        owner = await presence.alias_of(call.hub, call.actor.project_id, query.workspace_id)
-        if owner is None or (holder is not None and owner != holder):
-            return {"reservations": [], "count": 0}
-        holder = owner
+    ReservationView fields. bdh sends ``workspace_id`` (its own) with every
+    listing: it names the caller, it does not filter. ``alias`` is the
+    holder filter (``bdh :reservations --mine``)."""
+    await presence.require_self(call.hub, call.actor, query.workspace_id or None)
     found = await reservations.list_active(
         call.hub,
         call.actor.project_id,
-        holder_alias=holder,
+        holder_alias=query.alias or None,
         path_prefix=query.path_prefix or None,
     )
     # Released bdh builds read LockInfo.alias; the contract's name is holder_alias.
