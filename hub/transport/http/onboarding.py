@@ -7,11 +7,11 @@ from typing import Any
 from starlette.responses import Response
 
 from hub import __version__
-from hub.services import address_limit, auth, presence, projects, repos, tickets
+from hub.services import auth, presence, projects, repos, tickets
 from hub.services.context import Actor
 from hub.transport.http import inputs as i
 from hub.transport.http import outputs as o
-from hub.transport.http.base import ORJSONResponse
+from hub.transport.http.base import ORJSONResponse, actor_of
 from hub.transport.http.registry import HttpCall, api
 from protocol.errors import unauthorized
 
@@ -127,10 +127,9 @@ PROJECTS_NEED_A_KEY = (
     auth=False,
 )
 async def list_projects(call: HttpCall) -> dict[str, Any]:
-    token = auth.bearer_token(call.request.headers.get("authorization"))
-    if token is None:
+    if auth.bearer_token(call.request.headers.get("authorization")) is None:
         raise unauthorized(PROJECTS_NEED_A_KEY)
-    actor = await auth.authenticate(call.hub, token)
+    actor = await actor_of(call.request)
     return {"projects": await projects.list_own(call.hub, actor)}
 
 
@@ -204,11 +203,12 @@ async def register_workspace(call: HttpCall, body: i.RegisterWorkspaceRequest) -
 
 
 async def _anonymous_or_key(call: HttpCall) -> Actor | None:
-    """bdh asks for names before it has a key (and sometimes with one):
-    limited per address, a key if sent must be valid."""
-    address_limit.check(address_limit.suggestions, call.request.client and call.request.client.host)
-    token = auth.bearer_token(call.request.headers.get("authorization"))
-    return await auth.authenticate(call.hub, token) if token else None
+    """bdh asks for names before it has a key (and sometimes with one): a
+    key, if sent, must be valid. Limited per address like every route
+    without a key (the registry's ``anonymous`` rule)."""
+    if auth.bearer_token(call.request.headers.get("authorization")) is None:
+        return None
+    return await actor_of(call.request)
 
 
 @api.post(
