@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import uvicorn
 
-from hub import __version__
+from hub import __version__, operations
 from hub.config import SettingError, Settings
 from hub.logs import FORMATS, configure, log_config
 from hub.startup import StartupError, StopSignals, bind_port, check_bus, check_database, one_line
@@ -31,7 +31,7 @@ GC_THRESHOLD = 20_000
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(
         database_url=args.database_url,
-        bus_url=args.redis_url,
+        bus_url=getattr(args, "redis_url", None),
         data_dir=Path(args.data_dir) if args.data_dir else None,
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         "--no-claude", action="store_true", help="install only the git pre-commit hook"
     )
     mcp_commands.add_parsers(sub)
+    operations.add_commands(sub)
     args = parser.parse_args(argv)
     if args.command in ("mcp", "hook"):
         sys.exit(mcp_commands.run(args))
@@ -213,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = _settings(args)
         configure(settings.log_level, settings.log_format)
+        if args.command in operations.COMMANDS:
+            sys.exit(operations.run(args, settings))
         if args.command == "serve":
             serve(settings)
         else:
