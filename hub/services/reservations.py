@@ -450,9 +450,7 @@ async def _attempt(
         await _lock(conn, project_id, pending)
         line = await turn.line(conn)
         blocked = {
-            p.path
-            for p in pending
-            if turn.ahead(line, p.path, exclusive, _overlap) is not None
+            p.path for p in pending if turn.ahead(line, p.path, exclusive, _overlap) is not None
         }
         trying = [p for p in pending if p.path not in blocked]
         if trying:

@@ -257,7 +257,8 @@ async def _record(
 
 async def stop(hub: Hub) -> None:
     """Cancel this hub's deliveries under way (shutdown)."""
-    tasks = _tasks.pop(id(hub), set())
+    # A copy: each task removes itself from the set as it finishes.
+    tasks = list(_tasks.pop(id(hub), set()))
     for task in tasks:
         task.cancel()
     for task in tasks:

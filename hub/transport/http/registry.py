@@ -253,9 +253,7 @@ class _Unstored(Exception):
         self.response = response
 
 
-async def _once(
-    call: HttpCall, op: Operation, key: str, data: Any, kwargs: dict[str, Any]
-) -> Any:
+async def _once(call: HttpCall, op: Operation, key: str, data: Any, kwargs: dict[str, Any]) -> Any:
     """The route's answer, once per ``Idempotency-Key`` (hub.services.idempotency)."""
 
     async def answer() -> Any:
