@@ -46,11 +46,16 @@ EVENT_TYPES = frozenset(
         "beads.synced",
         "claim.acquired",
         "claim.released",
+        "claim.queued",
+        "claim.dequeued",
         "reservation.granted",
         "reservation.renewed",
         "reservation.released",
         "reservation.revoked",
         "reservation.expired",
+        "reservation.queued",
+        "reservation.dequeued",
+        "guard.override",
     }
 )
 
