@@ -9,7 +9,7 @@ SUM := $(shell cat pyproject.toml setup.py 2>/dev/null | cksum | cut -d' ' -f1)
 RUNTIME := $(VENV)/.runtime-$(SUM)
 DEV := $(VENV)/.dev-$(SUM)
 
-.PHONY: install install-runtime run test lint format bench docker-up docker-down clean clean-data
+.PHONY: install install-runtime run test fuzz lint format bench docker-up docker-down clean clean-data
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ run: install-runtime
 test: install
 	scripts/test-deps.sh
 	$(PY) -m pytest
+
+# The seeded fuzz tests for minutes instead of seconds (BEADHUB_FUZZ_SEED
+# picks another sequence; tests/fuzzing.py).
+fuzz: install
+	BEADHUB_FUZZ_SECONDS=$${BEADHUB_FUZZ_SECONDS:-120} BEADHUB_FUZZ_EXAMPLES=$${BEADHUB_FUZZ_EXAMPLES:-100} \
+		$(PY) -m pytest -q tests/test_fuzz.py
 
 lint: install
 	$(VENV)/bin/ruff check hub protocol tests

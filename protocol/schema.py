@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
@@ -41,3 +41,38 @@ class Retryable(Params):
     within 24 hours returns the first answer and changes nothing."""
 
     idempotency_key: IdempotencyKey | None = None
+
+
+#: What PostgreSQL's bigint holds: no number the hub stores is larger.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def unstorable(value: Any, field: str = "") -> tuple[str, str] | None:
+    """The first value in a request that no field may hold, whatever its
+    model says: a NUL character (PostgreSQL text and jsonb cannot store
+    it) in any string or object key, or a number past 64 bits. Checked for
+    every call before its model (rpc.parse_params), so each method and
+    route refuses them with INVALID_PARAMS naming the field, not an error
+    from the database. Returns (field, problem) or None."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return field or "params", "must not contain NUL (\\u0000) characters"
+    elif isinstance(value, bool) or value is None:
+        return None
+    elif isinstance(value, (int, float)):
+        if not INT64_MIN <= value <= INT64_MAX:
+            return field or "params", "number out of range (at most 64-bit integers)"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = f"{field}.{key}" if field else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                return name, "must not contain NUL (\\u0000) characters"
+            found = unstorable(item, name)
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = unstorable(item, f"{field}.{index}" if field else str(index))
+            if found is not None:
+                return found
+    return None

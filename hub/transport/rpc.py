@@ -18,6 +18,7 @@ from hub.services import idempotency
 from hub.services.context import Actor, Hub
 from protocol.errors import ErrorCode, RpcError
 from protocol.methods import CATALOGUE
+from protocol.schema import unstorable
 
 if TYPE_CHECKING:
     from hub.transport.ws import AgentSession
@@ -57,11 +58,27 @@ def validation_error(exc: ValidationError) -> RpcError:
     return RpcError(ErrorCode.INVALID_PARAMS, f"invalid params: {summary}", {"errors": problems})
 
 
+def invalid_field(field: str, problem: str) -> RpcError:
+    """INVALID_PARAMS in the shape of a validation error."""
+    return RpcError(
+        ErrorCode.INVALID_PARAMS,
+        f"invalid params: {field}: {problem}",
+        {"errors": [{"field": field, "problem": problem}]},
+    )
+
+
 def parse_params(model: type[P], params: dict[str, Any]) -> P:
+    found = unstorable(params)
+    if found is not None:
+        raise invalid_field(*found)
     try:
         return model.model_validate(params)
     except ValidationError as exc:
         raise validation_error(exc) from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        # A validator that failed in an unforeseen way is still the input's
+        # fault, not the hub's.
+        raise invalid_field("params", str(exc) or type(exc).__name__) from None
 
 
 async def dispatch(call: Call, name: str, params: dict[str, Any]) -> Any:

@@ -56,19 +56,22 @@ class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def send_receive_event_to_app(self) -> None:
         on_message = self.on_message
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        message: str | bytes = data
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            try:
+                message = data.decode()
+            except UnicodeDecodeError:
+                # As uvicorn does (close with 1007, invalid data), but in
+                # one line: a client's bad bytes are not the hub's bug.
+                self.frames = []
+                self.logger.warning("WebSocket text frame is not UTF-8; closing with 1007")
+                self.conn.send_close(1007)
+                self.handle_parser_exception()
+                return
         if on_message is None or self.close_sent:
             super().send_receive_event_to_app()
             return
-        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
-        if self.curr_msg_data_type == "text":
-            try:
-                message: str | bytes = data.decode()
-            except UnicodeDecodeError:
-                # uvicorn's own handling: close with 1007 (invalid data).
-                super().send_receive_event_to_app()
-                return
-        else:
-            message = data
         self.frames = []
         try:
             on_message(message)

@@ -42,8 +42,9 @@ from hub.transport.http.base import (
     read_json,
     read_query,
 )
-from hub.transport.rpc import parse_params
+from hub.transport.rpc import invalid_field, parse_params
 from protocol.errors import RpcError, invalid_params
+from protocol.schema import unstorable
 
 Handler = Callable[..., Awaitable[Any]]
 
@@ -61,7 +62,11 @@ class HttpCall:
         return self.actor_or_none
 
     def path(self, name: str) -> str:
-        return str(self.request.path_params[name])
+        value = str(self.request.path_params[name])
+        found = unstorable(value, name)
+        if found is not None:
+            raise invalid_field(*found)
+        return value
 
     @property
     def idempotency_key(self) -> str | None:
