@@ -14,7 +14,8 @@ Two kinds of metric live here:
 - **Everything else** uses prometheus-client's classes directly:
   counters off the hot path (:data:`RATE_LIMITED`, :data:`BUS_GAPS`, ...)
   and gauges read at scrape time from the live hubs of this process
-  (sessions, pool use, queue depths), labelled by ``instance``.
+  (sessions, pool use, queue depths), labelled by ``hub`` (the instance
+  id; Prometheus adds the scrape target as ``instance``).
 
 Other modules count with these objects; none of them imports
 prometheus-client. Rate limiters call :func:`rate_limited` (or keep
@@ -214,7 +215,8 @@ def unwatch(hub: Hub) -> None:
 
 def _hub_gauges() -> Iterator[Metric]:
     def gauge(name: str, doc: str) -> GaugeMetricFamily:
-        return GaugeMetricFamily(name, doc, labels=["instance"])
+        # "hub", not "instance": Prometheus puts the scrape target there.
+        return GaugeMetricFamily(name, doc, labels=["hub"])
 
     sessions = gauge("beadhub_sessions", "Open WebSocket sessions.")
     agents = gauge("beadhub_sessions_agents", "Agents with at least one open session here.")

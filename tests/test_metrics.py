@@ -93,9 +93,9 @@ async def test_metrics_move_while_agents_work(hub_server: RunningHub, join: Any)
     )
     assert published >= sent
     assert delivered >= sent
-    assert value(during, "beadhub_sessions", instance=instance) >= 4
-    assert value(during, "beadhub_db_pool_max", instance=instance) == hub_server.settings.pool_max
-    assert value(during, "beadhub_db_pool_connections", instance=instance) >= 1
+    assert value(during, "beadhub_sessions", hub=instance) >= 4
+    assert value(during, "beadhub_db_pool_max", hub=instance) == hub_server.settings.pool_max
+    assert value(during, "beadhub_db_pool_connections", hub=instance) >= 1
     assert total(after, "beadhub_db_statement_seconds_count") > total(
         before, "beadhub_db_statement_seconds_count"
     )
@@ -104,14 +104,14 @@ async def test_metrics_move_while_agents_work(hub_server: RunningHub, join: Any)
         "beadhub_group_commit_queued",
         "beadhub_bus_unsent",
     ):
-        assert (name, (("instance", instance),)) in after, name
+        assert (name, (("hub", instance),)) in after, name
 
     for client in clients:
         await client.close()
     closed = await scrape(hub_server.http_url)
     assert (
-        value(closed, "beadhub_sessions", instance=instance)
-        <= value(during, "beadhub_sessions", instance=instance) - 4
+        value(closed, "beadhub_sessions", hub=instance)
+        <= value(during, "beadhub_sessions", hub=instance) - 4
     )
 
 
