@@ -19,6 +19,8 @@ from protocol.errors import not_found
     summary="Prometheus metrics of this instance",
     tag="health",
     auth=False,
+    # Like /health: a scraper is never refused for scraping.
+    rate=None,
     media_type="text/plain",
     errors={404: "metrics are turned off (BEADHUB_METRICS=0)"},
 )
