@@ -3,6 +3,10 @@
 // JSON-RPC over the hub's WebSocket and redraws from pushed events; the
 // only timer redraws countdowns and "5s ago" labels, it never asks the hub.
 
+import { ControlRoom } from "./control.js";
+import { renderMarkdown } from "./markdown.js";
+import { when } from "./messages.js";
+
 const STORAGE_KEY = "beadhub.session";
 const ACTIVITY_TYPES = ["mail", "chat.message"];
 const ACTIVITY_LIMIT = 60;
@@ -287,6 +291,7 @@ function freshState() {
 
 let session = null;
 let socket = null;
+let room = null; // control.js: message centre, search, attention, charts
 let state = freshState();
 const refreshTimers = new Map();
 const refreshing = new Map();
@@ -431,6 +436,7 @@ const EVENT_LISTS = {
 };
 
 function onEvent(event) {
+  room?.onEvent(event);
   if (event.type === "presence" && event.data?.agent_id) {
     state.agents.set(event.data.agent_id, event.data);
     renderTeam();
@@ -702,7 +708,9 @@ function escalationItem(e) {
     h("span", { class: `tag status-${e.status}` }, e.status ?? "pending"),
     h("span", { class: "grow subject" }, e.subject),
     h("span", { class: "who" }, e.alias ?? agentName(e.agent_id)),
-    h("span", { class: "muted small", dataset: { ago: e.created_at } }, ago(e.created_at)),
+    e.status === "answered"
+      ? h("span", { class: "muted small answered-by" }, `answered by ${e.responded_by} ${when(e.responded_at)}`)
+      : h("span", { class: "muted small", dataset: { ago: e.created_at } }, ago(e.created_at)),
     h(
       "button",
       { type: "button", class: pending ? "primary small" : "ghost small",
@@ -731,14 +739,14 @@ function fillEscalationDialog(e) {
   if (e.bead_id) bits.push(`issue ${e.bead_id}`);
   if (pending && e.expires_at) bits.push(`expires ${new Date(e.expires_at).toLocaleString()}`);
   $("escalation-meta").textContent = bits.join(" · ");
-  $("escalation-situation").textContent = e.situation;
+  $("escalation-situation").replaceChildren(renderMarkdown(e.situation));
   const answer = $("escalation-answer");
   answer.hidden = pending;
   answer.textContent = pending
     ? ""
     : e.status === "answered"
-      ? `Answered by ${e.responded_by ?? "someone"}: ${e.response}`
-      : "This escalation expired without an answer.";
+      ? `Answered by ${e.responded_by ?? "someone"} ${when(e.responded_at)}: ${e.response}`
+      : `This escalation expired ${when(e.expires_at)} without an answer; the agent was told.`;
   $("escalation-response").disabled = !pending;
   $("escalation-send").disabled = !pending;
 }
@@ -755,8 +763,13 @@ async function sendEscalationResponse(event) {
     dialog.close();
     toast("Response sent");
   } catch (error) {
-    $("escalation-status").textContent = error.message;
-    $("escalation-send").disabled = false;
+    $("escalation-status").textContent =
+      error.data?.status === "expired"
+        ? `Too late: this escalation expired ${when(error.data.expires_at)}, so your answer was not sent. The agent was told it expired; write to it in chat instead.`
+        : error.data?.status === "answered"
+          ? `Already answered by ${error.data.responded_by}; your answer was not sent.`
+          : error.message;
+    $("escalation-send").disabled = error.data?.status !== undefined;
   }
   scheduleRefresh("escalations");
 }
@@ -795,8 +808,9 @@ function renderActivity() {
         { class: `row message ${kind}`, dataset: { eventId: event.id } },
         h("span", { class: `tag kind-${kind}` }, kind),
         h(
-          "span",
-          { class: "grow message-text" },
+          "button",
+          { type: "button", class: "link grow message-text", title: "Open in full",
+            onclick: () => room?.messages.openEvent(event) },
           h("span", { class: "from" }, from),
           to ? h("span", { class: "to muted" }, ` → ${to}`) : null,
           h("span", { class: "text" }, text ? `: ${text}` : ""),
@@ -854,7 +868,7 @@ function renderPolicy() {
         { class: "row invariant", dataset: { invariant: inv.id } },
         h("details", {},
           h("summary", {}, h("span", { class: "mono" }, inv.id), inv.title),
-          h("pre", {}, inv.body_md)),
+          renderMarkdown(inv.body_md)),
       ),
     ),
   );
@@ -865,7 +879,7 @@ function renderPolicy() {
         { class: "row playbook", dataset: { role } },
         h("details", {},
           h("summary", {}, h("span", { class: "mono" }, role), book.title),
-          h("pre", {}, book.playbook_md)),
+          renderMarkdown(book.playbook_md)),
       ),
     ),
   );
@@ -946,13 +960,25 @@ function renderTimeline() {
   const events = [...state.timeline.values()]
     .sort((a, b) => Number(b.cursor) - Number(a.cursor))
     .slice(0, TIMELINE_LIMIT);
+  // Presence updates in a row (focus changes, reconnects) are one line.
+  const rows = [];
+  for (const event of events) {
+    const last = rows.at(-1);
+    if (event.type === "presence" && last?.event.type === "presence" &&
+        Boolean(last.event.data?.online) === Boolean(event.data?.online)) {
+      last.repeats += 1;
+    } else {
+      rows.push({ event, repeats: 1 });
+    }
+  }
   $("timeline").replaceChildren(
-    ...events.map((event) =>
+    ...rows.map(({ event, repeats }) =>
       h(
         "li",
-        { class: "row tl-event", dataset: { type: event.type } },
-        h("time", { class: "muted small mono", datetime: event.at, title: event.at }, clock(event.at)),
-        h("span", { class: "grow" }, describeEvent(event)),
+        { class: "row tl-event", dataset: { type: event.type, repeats } },
+        h("time", { class: "muted small mono", datetime: event.at, title: event.at }, when(event.at)),
+        h("span", { class: "grow" }, describeEvent(event),
+          repeats > 1 ? h("span", { class: "muted small" }, ` (${repeats} presence updates)`) : null),
       ),
     ),
   );
@@ -962,6 +988,7 @@ function renderTimeline() {
 // -- chrome: connection state, toast, sign-in/out ---------------------------------
 
 function setConnection(stateName, delay) {
+  room?.onState(stateName);
   const el = $("connection");
   el.dataset.state = stateName;
   el.querySelector(".conn-text").textContent =
@@ -1007,10 +1034,25 @@ function start(newSession) {
   renderActivity();
   renderPolicy();
   hubReadyButRefusing = false;
+  room?.stop();
+  room = new ControlRoom({
+    call: (method, params) => socket.call(method, params),
+    h,
+    ago,
+    toast,
+    confirmThen,
+    agents: () => state.agents,
+    me: () => `human:${session?.human_name}`,
+    openEscalation: (id) => {
+      if (state.escalations.some((e) => e.escalation_id === id)) openEscalation(id);
+      else toast("That escalation is older than the list shown here", true);
+    },
+  });
   socket = new HubSocket(session.ticket, {
     onOpen: () => {
       hubReadyButRefusing = false;
       refreshAll();
+      room.onOpen();
     },
     onEvent,
     onState: setConnection,
@@ -1048,6 +1090,8 @@ async function signOut(message = "") {
   const ticket = session?.ticket;
   socket?.close();
   socket = null;
+  room?.stop();
+  room = null;
   session = null;
   if (ticket) {
     // The ticket stops working everywhere, not just in this tab. An

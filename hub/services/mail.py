@@ -309,8 +309,8 @@ SELECT m.id, m.thread_id, m.from_agent_id, m.from_alias, m.subject, m.body, m.pr
        array_agg(a.alias ORDER BY a.alias) AS to_aliases,
        jsonb_agg(jsonb_build_object('alias', a.alias, 'read_at', wire_time(d.read_at))
                  ORDER BY a.alias) AS deliveries,
-       max(d.read_at) FILTER (WHERE d.recipient_id = $3) AS read_at,
-       coalesce(bool_or(d.recipient_id = $3), false) AS to_me
+       max(d.read_at) FILTER (WHERE d.recipient_id = $5) AS read_at,
+       coalesce(bool_or(d.recipient_id = $5), false) AS to_me
 FROM mail_messages m
 JOIN mail_deliveries d ON d.message_id = m.id
 JOIN agents a ON a.id = d.recipient_id
@@ -326,7 +326,9 @@ async def thread(hub: Hub, actor: Actor, thread_id: str, limit: int = 200) -> di
     """The messages of a thread the caller sent or received, oldest first
     (a human on the dashboard sees the whole thread)."""
     thread = parse_id(thread_id, "thread_id")
-    rows = await hub.store.fetch(_THREAD, actor.project_id, thread, actor.agent_id, limit)
+    # Whose copies count as "read": the caller's, or the human's inbox.
+    reader = await mailbox(hub, actor)
+    rows = await hub.store.fetch(_THREAD, actor.project_id, thread, actor.agent_id, limit, reader)
     if not rows:
         raise not_found(f"no mail thread {thread} for you in this project", thread_id=thread)
     messages = []

@@ -22,7 +22,15 @@ from typing import Any
 
 import psutil
 
-from tests.bench import chat, mail, queues, reservations, sessions, shim  # noqa: F401  (registers scenarios)
+from tests.bench import (  # noqa: F401  (registers scenarios)
+    chat,
+    mail,
+    queues,
+    reservations,
+    search,
+    sessions,
+    shim,
+)
 from tests.bench.harness import (
     PG_SOCKET,
     PROFILE,

@@ -108,6 +108,15 @@ async def sign_in(page: Page, server_url: str, api_key: str) -> None:
     await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
 
 
+@pytest.fixture
+def screenshot_dir(tmp_path: Path) -> Path:
+    """``BEADHUB_SCREENSHOTS=docs/screenshots`` refreshes the README's
+    pictures; otherwise they go to a temporary directory."""
+    out = Path(os.environ.get("BEADHUB_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def agent_card(page: Page, alias: str) -> Any:
     return page.locator(f'#team li.agent[data-alias="{alias}"]')
 

@@ -8,9 +8,7 @@ the agent side, so it cannot be a reload or a poll the test triggered.
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import orjson
 import pytest
@@ -557,15 +555,6 @@ async def test_survives_a_restart_and_a_switch_to_another_instance(
 
 
 # -- screenshots -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def screenshot_dir(tmp_path: Path) -> Path:
-    """``BEADHUB_SCREENSHOTS=docs/screenshots`` refreshes the README's
-    pictures; otherwise they go to a temporary directory."""
-    out = Path(os.environ.get("BEADHUB_SCREENSHOTS") or tmp_path)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 async def test_screenshots_of_a_busy_team(new_page, connect, hub_server, screenshot_dir):
