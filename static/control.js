@@ -8,7 +8,7 @@ import { SearchPanel } from "./search.js";
 
 const $ = (id) => document.getElementById(id);
 
-const ATTENTION_EVENTS = /^(presence|claim\.|reservation\.|chat\.|escalation\.)/;
+const ATTENTION_EVENTS = /^(presence|claim\.|reservation\.|chat\.|escalation\.|holder_gone)/;
 const STATS_EVENTS = /^(mail$|chat\.message|claim\.|escalation\.)/;
 
 export class ControlRoom {
@@ -98,16 +98,21 @@ export class ControlRoom {
         h(
           "li",
           { class: `row waiting ${w.kind}`, dataset: { alias: w.alias, kind: w.kind } },
-          h("span", { class: `tag kind-${w.kind === "chat" ? "chat" : "escalation"}` },
-            w.kind === "chat" ? "reply" : "answer"),
-          h("span", { class: "grow" }, h("strong", {}, w.alias), ` waits on ${w.waiting_on.join(", ")}`,
+          h("span", { class: `tag kind-${w.kind}` },
+            { chat: "reply", escalation: "answer", queue: "in line" }[w.kind] ?? w.kind),
+          h("span", { class: "grow" }, h("strong", {}, w.alias),
+            w.kind === "queue"
+              ? ` is #${w.position} in line for ${w.queue === "claim" ? "issue" : "file"} ${w.waiting_on.join(", ")}`
+              : ` waits on ${w.waiting_on.join(", ")}`,
             w.subject ? `: ${w.subject}` : ""),
           h("span", { class: "muted small", title: w.since, dataset: { ago: w.since } }, ago(w.since)),
           w.kind === "chat"
             ? h("button", { type: "button", class: "ghost small",
                             onclick: () => this.messages.openChat(w.session_id) }, "Open")
-            : h("button", { type: "button", class: "ghost small",
-                            onclick: () => this.ctx.openEscalation(w.escalation_id) }, "Open"),
+            : w.kind === "escalation"
+              ? h("button", { type: "button", class: "ghost small",
+                              onclick: () => this.ctx.openEscalation(w.escalation_id) }, "Open")
+              : null,
         ),
       ),
     );

@@ -3,6 +3,8 @@ human reassigning a claim (announced to the agents), the hourly stats."""
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
@@ -96,3 +98,25 @@ async def test_stats_count_the_projects_own_work_per_hour(join, connect, hub_ser
     with pytest.raises(RpcError) as info:
         await lead.call("stats.get", hours=0)
     assert info.value.code == ErrorCode.INVALID_PARAMS
+
+
+async def test_the_lead_sees_agents_in_line_for_a_file(join, connect, hub_server):
+    alice = await join("alice", human_name="Ana")
+    b, c = await connect(await join("bob")), await connect(await join("carol"))
+    await b.call("reservations.acquire", paths=["src/app.py"])
+    queued = asyncio.create_task(c.call("reservations.acquire", paths=["src/app.py"], wait=30))
+    lead = await connect({"api_key": None}, ticket=await human_ticket(hub_server.http_url, alice))
+
+    async def in_line() -> list[dict]:
+        while True:
+            waiting = (await lead.call("team.waiting"))["waiting"]
+            items = [w for w in waiting if w["kind"] == "queue"]
+            if items:
+                return items
+            await asyncio.sleep(0.05)
+
+    [entry] = await asyncio.wait_for(in_line(), 10)
+    assert (entry["alias"], entry["waiting_on"], entry["position"]) == ("carol", ["src/app.py"], 1)
+    await b.call("reservations.release", paths=["src/app.py"])
+    granted = await asyncio.wait_for(queued, 10)
+    assert [g["path"] for g in granted["granted"]] == ["src/app.py"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.services import humans
+from hub.services import humans, queues
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 
@@ -70,11 +70,13 @@ async def all_sessions(hub: Hub, actor: Actor, limit: int = 200) -> dict[str, An
 
 async def waiting(hub: Hub, actor: Actor) -> dict[str, Any]:
     """Everyone blocked on someone else, oldest first: agents waiting for a
-    chat reply and agents waiting for a human's answer to an escalation."""
+    chat reply, in line for a file or an issue (hub.services.queues), or
+    waiting for a human's answer to an escalation."""
     humans.require_human(actor, "see who is waiting")
     async with hub.store.pinned():
         chats = await hub.store.fetch(_CHAT_WAITS, actor.project_id)
         asks = await hub.store.fetch(_ESCALATION_WAITS, actor.project_id)
+        lines = await queues.waiting(hub, actor.project_id)
     items: list[dict[str, Any]] = [
         {
             "kind": "chat",
@@ -99,6 +101,20 @@ async def waiting(hub: Hub, actor: Actor) -> dict[str, Any]:
             "subject": r["subject"],
         }
         for r in asks
+    ]
+    items += [
+        {
+            "kind": "queue",
+            "agent_id": w["agent_id"],
+            "alias": w["alias"],
+            # What it is in line for: a path (reservation) or an issue (claim).
+            "waiting_on": [w.get("path") or w.get("bead_id")],
+            "since": w["since"],
+            "until": w["deadline"],
+            "queue": w["kind"],
+            "position": w["position"],
+        }
+        for w in lines
     ]
     items.sort(key=lambda i: i["since"] or "")
     return {"waiting": items, "count": len(items)}

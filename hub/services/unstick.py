@@ -72,7 +72,13 @@ async def stale(hub: Hub, actor: Actor) -> dict[str, Any]:
     humans.require_human(actor, "see stale claims and reservations")
     agents = {a["agent_id"]: a for a in await presence.list_agents(hub, actor.project_id)}
     offline = {i for i, a in agents.items() if not a["online"]}
-    claims = [c for c in await beads.claim_rows(hub, actor.project_id) if c["agent_id"] in offline]
+    # claims.list marks a claim stale once its holder is gone (leases); the
+    # holder's presence decides where a row has no mark.
+    claims = [
+        c
+        for c in await beads.claim_rows(hub, actor.project_id)
+        if c.get("stale", c["agent_id"] in offline)
+    ]
     rows = await hub.store.fetch(
         "SELECT id, path, holder_alias, holder_agent_id AS agent_id, acquired_at, expires_at "
         "FROM reservations "
@@ -93,6 +99,6 @@ async def stale(hub: Hub, actor: Actor) -> dict[str, Any]:
         if r["agent_id"] in offline
     ]
     for claim in claims:
-        claim["last_seen"] = agents[claim["agent_id"]]["last_seen"]
+        claim["last_seen"] = claim.get("holder_last_seen") or agents[claim["agent_id"]]["last_seen"]
     claims.sort(key=lambda c: c["claimed_at"] or "")
     return {"claims": claims, "reservations": locks}
