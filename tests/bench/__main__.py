@@ -25,6 +25,7 @@ import psutil
 from tests.bench import (  # noqa: F401  (registers scenarios)
     chat,
     mail,
+    mcp,
     queues,
     reservations,
     search,

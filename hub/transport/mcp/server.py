@@ -31,7 +31,7 @@ def tool_list() -> list[types.Tool]:
             name=t.name,
             description=t.description,
             input_schema=t.input_schema(),
-            annotations=types.ToolAnnotations(read_only_hint=t.read_only),
+            annotations=types.ToolAnnotations(read_only_hint=True) if t.read_only else None,
         )
         for t in tools.TOOLS.values()
     ]

@@ -89,13 +89,21 @@ class Tool:
 
 
 def _compact(schema: Any) -> Any:
-    """The model's JSON Schema without pydantic's titles: every tool
-    description is paid for in the model's context."""
-    if isinstance(schema, dict):
-        return {k: _compact(v) for k, v in schema.items() if k != "title"}
+    """The model's JSON Schema, shorter: every tool description is paid
+    for in the model's context. No titles, and an optional field is its
+    type (``anyOf [T, null]`` with a null default says no more than T
+    left out of ``required``)."""
     if isinstance(schema, list):
         return [_compact(v) for v in schema]
-    return schema
+    if not isinstance(schema, dict):
+        return schema
+    options = schema.get("anyOf")
+    if isinstance(options, list) and schema.get("default", 0) is None:
+        kept = [o for o in options if o != {"type": "null"}]
+        if len(kept) == 1:
+            rest = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+            return _compact({**kept[0], **rest})
+    return {k: _compact(v) for k, v in schema.items() if k != "title"}
 
 
 TOOLS: dict[str, Tool] = {}
