@@ -193,6 +193,21 @@ async def test_revoke_is_for_the_coordinator(agent: NewAgent):
     assert [r["path"] for r in await listed(alice)] == ["lib/c.py"]
 
 
+async def test_revoke_needs_an_explicit_target(agent: NewAgent):
+    alice = await agent("alice")
+    boss = await agent("carol", role="coordinator")
+    await alice.post("/v1/reservations", lock(alice, "src/a.py", "lib/b.py"))
+    for body in ({}, None, {"prefx": "src/"}, {"path": ["src/a.py"]}, {"prefix": None}):
+        detail = error(await boss.post("/v1/reservations/revoke", body), 422)
+        assert "prefix" in detail, detail
+    assert sorted(r["path"] for r in await listed(alice)) == ["lib/b.py", "src/a.py"]
+    # Everything, when that is what is asked for.
+    every = ok(
+        await boss.post("/v1/reservations/revoke", {"prefix": ""}), o.ReservationRevokeResponse
+    )
+    assert every["revoked_count"] == 2 and await listed(alice) == []
+
+
 async def test_bad_reservation_bodies_change_nothing(agent: NewAgent):
     alice, bob = await agent("alice"), await agent("bob")
     mallory = await agent("mallory", project=unique("other"))

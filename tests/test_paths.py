@@ -47,12 +47,30 @@ def test_normalise_gives_one_spelling_per_path(raw: str, expected: str):
         "src/a\x00b",
         "src/a\nb",
         "x" * 1025,
+        # Windows-style climbing: a backslash is a separator there.
+        "..\\x",
+        "a\\..\\..\\x",
+        "src/..\\..\\x",
+        "src\\..",
+        # Control characters are refused wherever they are, never stripped.
+        "src/x.py\n",
+        "src/x.py\t",
+        "\tsrc/x.py",
+        "src/x.py\x0b",
+        "src/x.py\x85",
+        "src/x\u2028.py",
     ],
 )
 def test_normalise_rejects_what_is_not_inside_the_repository(raw: str):
     with pytest.raises(RpcError) as info:
         normalise(raw)
     assert info.value.code == ErrorCode.INVALID_PARAMS
+
+
+def test_a_prefix_refuses_what_a_path_refuses():
+    for raw in ("src/\n", "a\\..\\..\\x", "../x"):
+        with pytest.raises(RpcError):
+            normalise_prefix(raw)
 
 
 def test_normalise_rejects_non_strings():

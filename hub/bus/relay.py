@@ -40,7 +40,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
 
 from hub import metrics
 from hub.bus.base import Bus
@@ -230,9 +229,11 @@ class Relay:
         data = self._origin + orjson.dumps(message)
         try:
             await self.bus.publish(channel, data)
-        except (RedisError, OSError) as exc:
-            # The message is already durable; it is sent again once Redis
-            # answers, and sessions elsewhere catch up from the store.
+        except Exception as exc:
+            # The message is already durable: whatever the bus raised, the
+            # caller's change was committed and its answer is success. It
+            # is sent again once Redis answers, and sessions elsewhere
+            # catch up from the store.
             if not self._unsent:
                 logger.warning("bus publish on %s failed: %s", channel, exc)
             self._unsent.append((channel, data))

@@ -12,7 +12,8 @@ glob pattern over paths:
 Normalisation strips surrounding whitespace, ``./`` segments and repeated
 ``/``, and resolves ``a/../b`` to ``b``. An empty path, an absolute path
 (``/etc/passwd``, ``C:\\x``), a path that climbs out of the repository
-(``../x``), and control characters are rejected with INVALID_PARAMS.
+(``../x``, and Windows' ``..\\x`` or ``a\\..\\..\\x``), and control characters
+(anywhere, trailing ones too) are rejected with INVALID_PARAMS.
 
 Two patterns overlap when some file path could match both:
 
@@ -47,7 +48,7 @@ MAX_PATH_LENGTH = 1024
 #: literal prefix, so it may not appear in a path.
 _TOP = "\U0010ffff"
 _ABSOLUTE = re.compile(r"^(/|\\|[A-Za-z]:[\\/])")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f" + _TOP + "]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029" + _TOP + "]")
 #: Characters that are special in a regex (Python ``re`` and PostgreSQL
 #: ARE alike); each is escaped with a backslash, which both engines read
 #: as "this character, literally".
@@ -126,11 +127,13 @@ def normalise(raw: object) -> str:
     for anything that does not name something inside the repository."""
     if not isinstance(raw, str):
         raise invalid_params("a path must be a string", path=raw)
-    value = raw.strip()
+    # Checked before stripping: a trailing newline or tab is refused, not
+    # silently dropped. Only spaces are stripped.
+    if _CONTROL.search(raw):
+        raise invalid_params("a path must not contain control characters", path=raw)
+    value = raw.strip(" ")
     if not value:
         raise invalid_params("a path must not be empty", path=raw)
-    if _CONTROL.search(value):
-        raise invalid_params("a path must not contain control characters", path=raw)
     if _ABSOLUTE.match(value):
         raise invalid_params(
             f"{raw!r} is absolute; give a path relative to the repository root", path=raw
@@ -139,6 +142,11 @@ def normalise(raw: object) -> str:
     for segment in value.split("/"):
         if segment in ("", "."):
             continue
+        if "\\" in segment and ".." in segment.split("\\"):
+            # Windows reads a backslash as a separator: a\..\..\x climbs out.
+            raise invalid_params(
+                f"{raw!r} has a '..' between backslashes; separate with '/'", path=raw
+            )
         if segment == "..":
             if not parts:
                 raise invalid_params(f"{raw!r} climbs out of the repository", path=raw)
@@ -162,7 +170,9 @@ def normalise_prefix(raw: str | None) -> str | None:
     and keeps a trailing ``/`` (``src/`` is not ``src2/``)."""
     if raw is None:
         return None
-    value = raw.strip()
+    if _CONTROL.search(raw):
+        raise invalid_params("a path must not contain control characters", path=raw)
+    value = raw.strip(" ")
     if not value or value in (".", "./"):
         return ""
     trailing = value.endswith("/")

@@ -299,7 +299,11 @@ class RevokeLocksRequest(StrictBody):
 
 
 class ReservationRevokeRequest(StrictBody):
-    prefix: Url = ""
+    """The target must be named: ``{}`` or a misspelt field would otherwise
+    revoke every reservation of the project (``"prefix": ""`` does that,
+    on purpose)."""
+
+    prefix: Url
 
 
 class CheckLocksRequest(StrictBody):
