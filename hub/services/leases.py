@@ -35,12 +35,14 @@ from hub.services.events import change
 logger = logging.getLogger("beadhub.leases")
 
 #: An agent of ``a`` gone for longer than ``$3`` seconds, not in the bus's
-#: online set ``$2``, optionally one of ``$4``.
+#: online set ``$2``, optionally one of ``$4``. An agent never seen live
+#: (no session, no heartbeat: ``last_seen`` and ``http_online_until`` both
+#: null) has shown no liveness to lose and keeps what it holds.
 _GONE = """
     NOT (a.id = ANY($2::uuid[]))
     AND ($4::uuid[] IS NULL OR a.id = ANY($4::uuid[]))
     AND coalesce(a.http_online_until, '-infinity') <= now()
-    AND coalesce(greatest(a.last_seen, a.http_online_until), a.created_at)
+    AND greatest(a.last_seen, a.http_online_until)
         <= now() - make_interval(secs => $3)
 """
 
@@ -62,12 +64,12 @@ RETURNING {reservations.COLUMNS}
 _DUE_PROJECTS = """
 SELECT c.project_id FROM claims c JOIN agents a ON a.id = c.agent_id
 WHERE coalesce(a.http_online_until, '-infinity') <= now()
-  AND coalesce(greatest(a.last_seen, a.http_online_until), a.created_at)
+  AND greatest(a.last_seen, a.http_online_until)
       <= now() - make_interval(secs => $1)
 UNION
 SELECT r.project_id FROM reservations r JOIN agents a ON a.id = r.holder_agent_id
 WHERE r.expires_at > now() AND coalesce(a.http_online_until, '-infinity') <= now()
-  AND coalesce(greatest(a.last_seen, a.http_online_until), a.created_at)
+  AND greatest(a.last_seen, a.http_online_until)
       <= now() - make_interval(secs => $2)
 """
 
