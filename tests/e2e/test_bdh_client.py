@@ -157,6 +157,18 @@ def test_init_of_two_worktrees(team: Team):
         assert (tree.path / ".beadhub").exists()
 
 
+def test_init_with_a_taken_alias_says_so(team: Team):
+    third = team.alice.path.parent / f"{team.alice.path.name}-third"
+    _git(team.alice.path, team.alice.env, "worktree", "add", "-q", str(third), "-b", "third")
+    tree = Worktree(third, team.alice.env)
+    taken = tree.run(":init", "--alias", "bob-backend", "--role", "backend")
+    out = taken.stdout + taken.stderr
+    # bdh found "alias_exists" in the hub's answer.
+    assert taken.returncode != 0
+    assert "alias 'bob-backend' is already taken. Use --alias" in out, out
+    assert not (third / ".beadhub").exists()
+
+
 def test_status_and_policy(team: Team):
     status = team.bob.ok(":status")
     assert "Alias: bob-backend" in status and "**alice-frontend** — frontend" in status
