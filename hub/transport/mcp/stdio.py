@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import uuid
 from typing import Any
@@ -124,12 +125,62 @@ class SessionCaller:
                 await waiter.close()
 
 
+class _PipeIn:
+    """stdin as the SDK's stdio transport reads it (``async for line``),
+    from the event loop: the SDK's own reader hands every line to a worker
+    thread, and every answer's write and flush too, which cost more than
+    the rest of a tool call's relaying."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+
+    def __aiter__(self) -> _PipeIn:
+        return self
+
+    async def __anext__(self) -> str:
+        line = await self._reader.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line.decode("utf-8", errors="replace")
+
+
+class _PipeOut:
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+
+    async def write(self, text: str) -> None:
+        self._writer.write(text.encode())
+
+    async def flush(self) -> None:
+        await self._writer.drain()
+
+
+async def _pipes() -> tuple[_PipeIn, _PipeOut] | None:
+    """stdin and stdout on the event loop, when they are pipes or sockets
+    (as MCP clients start servers); None otherwise."""
+    loop = asyncio.get_running_loop()
+    try:
+        reader = asyncio.StreamReader(limit=2**26)
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", closefd=False)
+        )
+        transport, protocol = await loop.connect_write_pipe(
+            asyncio.streams.FlowControlMixin, os.fdopen(1, "wb", closefd=False)
+        )
+    except (OSError, ValueError):
+        return None
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+    return _PipeIn(reader), _PipeOut(writer)
+
+
 async def serve(found: Found) -> None:
     caller = SessionCaller(found)
     await caller.connect()
     try:
         app = server.build(lambda _ctx: caller)
-        async with stdio_server() as (read, write):
+        pipes = await _pipes()
+        streams = stdio_server(*pipes) if pipes else stdio_server()  # type: ignore[arg-type]
+        async with streams as (read, write):
             await app.run(read, write, app.create_initialization_options())
     finally:
         await caller.close()
