@@ -156,7 +156,6 @@ class Generator:
                 value[key] = 0
         return value
 
-
     def _mutate_one(self, value: dict[str, Any]) -> None:
         key = self.rnd.choice(sorted(value))
         target: Any = value

@@ -56,9 +56,7 @@ async def gen_handoff(spec: dict[str, Any]) -> Metrics:
         for n in range(spec["rounds"] + 20):
             await holder.call("reservations.acquire", paths=[PATH])
             drain(holder)
-            wanted = asyncio.create_task(
-                waiter.call("reservations.acquire", paths=[PATH], wait=30)
-            )
+            wanted = asyncio.create_task(waiter.call("reservations.acquire", paths=[PATH], wait=30))
             arrived: list[float] = []
             # When the grant's answer is read, whether or not the release's
             # own answer came first.
