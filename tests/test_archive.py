@@ -149,6 +149,9 @@ async def test_export_from_embedded_and_import_into_postgresql(
         await populate(hub.http_url, unique("other"))
     finally:
         assert hub.stop() == 0, hub.log()
+    # The embedded start warns about nothing, and every line has its time.
+    for line in hub.log_path.read_text().splitlines():
+        assert "Warning" not in line and " WARNING " not in line, line
 
     archive_path = tmp_path / "one.jsonl.gz"
     done = beadhub(

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from protocol.client import HubClient
 from protocol.errors import ErrorCode, RpcError
-from tests.support import RunningHub, onboard, running_hub, unique
+from tests.support import REDIS_URL, RunningHub, onboard, running_hub, unique
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -195,3 +195,29 @@ async def test_a_key_over_its_rate_is_counted(database_url: str) -> None:
     assert answers.count(429) == 2
     name = "beadhub_rate_limited_total"
     assert value(after, name, limit="key") - value(before, name, limit="key") == 2
+
+
+async def test_bus_lag_is_measured_across_instances(
+    database_url: str, bus_prefix: str, redis_hub_server: RunningHub
+) -> None:
+    async with running_hub(
+        database_url=database_url, bus_url=REDIS_URL, bus_prefix=bus_prefix
+    ) as other:
+        slug = unique("lag")
+        alice = await onboard(redis_hub_server.http_url, slug, "alice")
+        bob = await onboard(other.http_url, slug, "bob")
+        before = await scrape(other.http_url)
+        async with (
+            HubClient(redis_hub_server.ws_url, alice["api_key"], reconnect=False) as a,
+            HubClient(other.ws_url, bob["api_key"], reconnect=False) as b,
+        ):
+            for n in range(3):
+                await a.call("mail.send", to=["bob"], subject=f"m{n}", body="x")
+                await b.next_event("mail")
+        after = await scrape(other.http_url)
+    name = "beadhub_bus_lag_seconds_count"
+    # Each mail came to bob's instance over Redis, its age measured.
+    assert value(after, name) - value(before, name) >= 3
+    assert value(after, "beadhub_bus_lag_seconds_sum") >= value(
+        before, "beadhub_bus_lag_seconds_sum"
+    )
