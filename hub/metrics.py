@@ -277,11 +277,6 @@ def render() -> bytes:
     return generate_latest(REGISTRY)
 
 
-def family_names() -> list[str]:
-    """Every metric family's name (docs and tests)."""
-    return sorted({m.name for m in REGISTRY.collect()})
-
-
 def sample(name: str, **labels: str) -> Any:
     """The current value of one sample (tests)."""
     return REGISTRY.get_sample_value(name, labels)

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         if args.command == "restore" and not settings.database_url and running_hub(settings):
-            raise ToolMissing("the hub on this data directory is running: stop it, then restore")
+            raise CannotRun("the hub on this data directory is running: stop it, then restore")
         with database(settings) as (dsn, embedded):
             if args.command == "export":
                 counts = asyncio.run(export(dsn, Path(args.output), args.project))
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except ArchiveError as exc:
         print(f"beadhub {args.command}: {exc}", file=sys.stderr)
         return 1
-    except (ToolMissing, StartupError) as exc:
+    except (CannotRun, StartupError) as exc:
         print(f"beadhub {args.command}: {exc}", file=sys.stderr)
         return 1
     except subprocess.CalledProcessError as exc:
@@ -147,8 +147,9 @@ def _rows(counts: dict[str, int]) -> str:
 # -- pg_dump / pg_restore -------------------------------------------------------
 
 
-class ToolMissing(Exception):
-    pass
+class CannotRun(Exception):
+    """The command cannot run here (no suitable tool, a running hub, a
+    backup too new for the server); the message says what to do."""
 
 
 def _check_downgrade(tool: str, dump: str, server_major: int) -> None:
@@ -156,10 +157,10 @@ def _check_downgrade(tool: str, dump: str, server_major: int) -> None:
     listing = subprocess.run([tool, "--list", dump], capture_output=True, text=True, timeout=60)
     found = re.search(r"Dumped from database version: (\d+)", listing.stdout)
     if listing.returncode != 0 or found is None:
-        raise ToolMissing(f"{dump} is not a backup pg_restore can read: {listing.stderr.strip()}")
+        raise CannotRun(f"{dump} is not a backup pg_restore can read: {listing.stderr.strip()}")
     dumped = int(found.group(1))
     if dumped > server_major:
-        raise ToolMissing(
+        raise CannotRun(
             f"{dump} is a backup of PostgreSQL {dumped} and this database is PostgreSQL "
             f"{server_major}: restore it into PostgreSQL {dumped} or newer (the embedded "
             "database is 18), or move the data with beadhub export and beadhub import"
@@ -215,7 +216,7 @@ def pg_tool(name: str, server_major: int, embedded: bool) -> str:
             return path
         seen.append(f"{path} is version {major}")
     found = "; ".join(seen) or f"no {name} found"
-    raise ToolMissing(
+    raise CannotRun(
         f"the database is PostgreSQL {server_major} and {name} must be {server_major} or newer "
         f"({found}): install PostgreSQL {server_major}'s client tools "
         f"(Debian: postgresql-client-{server_major}), or use beadhub export"

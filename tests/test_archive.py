@@ -326,9 +326,9 @@ async def test_moving_into_a_busy_hub_shifts_cursors_and_asks_clients_to_resync(
 
 @pytest.mark.parametrize("tool", ["pg_dump", "pg_restore"])
 def test_a_tool_older_than_the_server_is_not_used(tool: str) -> None:
-    from hub.operations import ToolMissing, pg_tool, tool_major
+    from hub.operations import CannotRun, pg_tool, tool_major
 
     found = pg_tool(tool, 18, embedded=True)
     assert (tool_major(found) or 0) >= 18
-    with pytest.raises(ToolMissing, match=r"PostgreSQL 99's client tools .*postgresql-client-99"):
+    with pytest.raises(CannotRun, match=r"PostgreSQL 99's client tools .*postgresql-client-99"):
         pg_tool(tool, 99, embedded=False)
