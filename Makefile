@@ -40,7 +40,7 @@ test: install
 # picks another sequence; tests/fuzzing.py).
 fuzz: install
 	BEADHUB_FUZZ_SECONDS=$${BEADHUB_FUZZ_SECONDS:-120} BEADHUB_FUZZ_EXAMPLES=$${BEADHUB_FUZZ_EXAMPLES:-100} \
-		$(PY) -m pytest -q tests/test_fuzz.py
+		$(PY) -m pytest -q tests/test_fuzz.py tests/test_openapi_fuzz.py
 
 lint: install
 	$(VENV)/bin/ruff check hub protocol tests

@@ -67,6 +67,7 @@ async def init(call: HttpCall, body: i.InitRequest) -> dict[str, Any]:
     tag=TAG,
     body=i.TicketRequest,
     response=o.TicketResponse,
+    errors={401: "the api key is not valid"},
     auth=False,
 )
 async def issue_ticket(call: HttpCall, body: i.TicketRequest) -> dict[str, Any]:

@@ -88,18 +88,52 @@ def _operation(op: Operation, components: _Components) -> dict[str, Any]:
         }
     ok: dict[str, Any] = {"description": "OK"}
     if op.response is not None:
-        ok["content"] = {op.media_type: {"schema": components.ref(op.response, "serialization")}}
+        models = op.response if isinstance(op.response, tuple) else (op.response,)
+        refs = [components.ref(m, "serialization") for m in models]
+        ok["content"] = {op.media_type: {"schema": refs[0] if len(refs) == 1 else {"oneOf": refs}}}
     responses: dict[str, Any] = {str(op.status): ok}
     for status, description in op.errors.items():
         responses[str(status)] = _error(description)
-    if op.bodies or op.query is not None:
+    takes_input = bool(op.bodies or op.query is not None or _PATH_PARAM.search(op.path))
+    if takes_input:
         responses.setdefault("400", _error("the body is not JSON"))
-        responses.setdefault("422", _error("a field is missing or has the wrong type"))
+        responses.setdefault("422", _error("a field is missing, of the wrong type or refused"))
+    if op.bodies:
+        responses.setdefault("413", _error("the body is over the size bound"))
+        responses.setdefault("415", _error("the body is not Content-Type: application/json"))
     if op.auth:
         responses.setdefault("401", _error("missing or invalid api key"))
+        # Every authenticated route may name an agent or a row the key
+        # cannot act on (a workspace_id of another agent, another
+        # project's ids) or need a human.
+        responses.setdefault("403", _error("the key may not do this"))
+        responses.setdefault("404", _error("not found in the key's project"))
         doc["security"] = [{"bearerAuth": []}]
+    for code, description in _EVERY_ROUTE.items():
+        responses.setdefault(code, _error(description))
+    if op.auth or op.rate is not None:
+        responses.setdefault("429", _RATE_LIMITED)
+    if op.method != "GET" or op.auth:
+        # Anything that reads the store answers 503 while it is down.
+        responses.setdefault("503", _error("the database is unavailable; retry"))
     doc["responses"] = responses
     return doc
+
+
+#: What the hub answers before any route runs (hub.transport.guard,
+#: hub.transport.http_protocol), so every route can answer it.
+_EVERY_ROUTE = {
+    "421": "the Host header names a host this hub does not answer for",
+    "431": "the request headers are over the size bound",
+}
+
+_RATE_LIMITED: dict[str, Any] = {
+    "description": "rate limited (docs/security.md); retry after Retry-After seconds",
+    "headers": {
+        "Retry-After": {"required": True, "schema": {"type": "integer", "minimum": 1}},
+    },
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
 
 
 def build(api: Api, *, title: str = "BeadHub", version: str = "0.1.0") -> dict[str, Any]:

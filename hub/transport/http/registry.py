@@ -83,7 +83,8 @@ class Operation:
     tag: str
     bodies: tuple[type[BaseModel], ...] = ()
     query: type[BaseModel] | None = None
-    response: type[BaseModel] | None = None
+    #: The answer's model; a tuple when the body shape picks the answer's.
+    response: type[BaseModel] | tuple[type[BaseModel], ...] | None = None
     status: int = 200
     #: Extra documented answers: status -> description.
     errors: dict[int, str] = field(default_factory=dict)
@@ -128,7 +129,7 @@ class Api:
         tag: str,
         body: type[BaseModel] | tuple[type[BaseModel], ...] | None = None,
         query: type[BaseModel] | None = None,
-        response: type[BaseModel] | None = None,
+        response: type[BaseModel] | tuple[type[BaseModel], ...] | None = None,
         status: int = 200,
         errors: dict[int, str] | None = None,
         auth: bool = True,

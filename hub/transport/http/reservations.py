@@ -43,7 +43,7 @@ def _held(detail: str, holder: dict[str, Any]) -> Response:
     summary="Reserve files: bdh's paths list, or the aw library's one resource_key",
     tag=TAG,
     body=(i.LockRequest, i.ReservationAcquireRequest),
-    response=o.LockResponse,
+    response=(o.LockResponse, o.ReservationAcquireResponse),
     errors={
         403: "workspace_id is another agent's",
         409: "(resource_key shape) held by another agent: ReservationHeldError",
@@ -96,7 +96,7 @@ async def acquire(
     summary="Extend the caller's reservations",
     tag=TAG,
     body=(i.RenewLocksRequest, i.ReservationRenewRequest),
-    response=o.RenewLocksResponse,
+    response=(o.RenewLocksResponse, o.ReservationRenewResponse),
     errors={404: "(resource_key shape) the caller holds no live reservation on it"},
 )
 async def renew(
@@ -122,7 +122,7 @@ async def renew(
     summary="Release the caller's reservations",
     tag=TAG,
     body=(i.UnlockRequest, i.ReservationReleaseRequest),
-    response=o.UnlockResponse,
+    response=(o.UnlockResponse, o.ReservationReleaseResponse),
     errors={
         404: "(resource_key shape) nobody holds it",
         409: "(resource_key shape) another agent holds it",
