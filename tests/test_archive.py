@@ -135,6 +135,9 @@ def data_root() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
+# Four embedded PostgreSQL starts and a dozen beadhub commands: minutes on
+# a busy two-core machine, not the suite's default two.
+@pytest.mark.timeout(600)
 async def test_export_from_embedded_and_import_into_postgresql(
     tmp_path: Path, data_root: Path
 ) -> None:
