@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DATA_DIR ?= .beadhub
+# The hub's data: BEADHUB_DATA_DIR when set, as for beadhub serve itself.
+DATA_DIR ?= $(or $(BEADHUB_DATA_DIR),.beadhub)
 SUM := $(shell cat pyproject.toml setup.py 2>/dev/null | cksum | cut -d' ' -f1)
 # What is installed, by the checksum of the packaging files: the runtime
 # alone (`make run`), or with the test and dev tools (everything else).
@@ -30,7 +31,7 @@ install-runtime: $(RUNTIME)
 install: $(DEV)
 
 run: install-runtime
-	$(VENV)/bin/beadhub serve --data-dir $(DATA_DIR)
+	$(VENV)/bin/beadhub serve --data-dir '$(DATA_DIR)'
 
 test: install
 	scripts/test-deps.sh

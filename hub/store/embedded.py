@@ -139,10 +139,12 @@ class EmbeddedPostgres:
         self._make_data_dir()
         self._lock.acquire()
         try:
+            # First, so that no server of a dead hub still writes in pgdata
+            # when its files change hands below.
+            self._stop_leftover()
             if os.geteuid() == 0:
                 self._account = service_account()
                 self._let_account_in()
-            self._stop_leftover()
             self._initdb()
             self._start_server()
             self._ensure_database()
