@@ -144,7 +144,7 @@ async def gen_http(spec: dict[str, Any]) -> Metrics:
 async def run_stdio(ctx: RunContext) -> Metrics:
     async with cluster(ctx.quick) as hubs:
         calls = CALLS_QUICK if ctx.quick else CALLS
-        return await hubs.generate("tests.bench.mcp:gen_stdio", calls=calls)
+        return await hubs.generate("tests.bench.mcp:gen_stdio", timeout=900, calls=calls)
 
 
 @scenario(
@@ -158,4 +158,4 @@ async def run_stdio(ctx: RunContext) -> Metrics:
 async def run_http(ctx: RunContext) -> Metrics:
     async with cluster(ctx.quick) as hubs:
         calls = CALLS_QUICK if ctx.quick else CALLS
-        return await hubs.generate("tests.bench.mcp:gen_http", calls=calls)
+        return await hubs.generate("tests.bench.mcp:gen_http", timeout=900, calls=calls)
