@@ -176,3 +176,16 @@ async def test_sessions_opened_per_key_are_rate_limited(database_url: str):
             ):
                 pass
         assert caught.value.response.status_code == 429
+
+
+async def test_refused_keys_at_the_ticket_route_count_against_the_address(database_url: str):
+    async with (
+        limited_hub(database_url, rate_auth_failures_per_minute=2) as server,
+        httpx.AsyncClient(base_url=server.http_url, timeout=10) as http,
+    ):
+        agent = await onboard(server.http_url, unique("proj"), "alice")
+        for _ in range(2):
+            answer = await http.post("/v1/auth/ticket", json={"api_key": "bh_guess"})
+            assert answer.status_code == 401
+        # Even the right key is not looked at until the window ends.
+        assert_rate_limited(await http.post("/v1/auth/ticket", json={"api_key": agent["api_key"]}))

@@ -30,7 +30,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hub import metrics
 from protocol.errors import ErrorCode, RpcError
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from hub.services.context import Actor, Hub
 
 logger = logging.getLogger("beadhub.limits")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +210,7 @@ async def refuse_if_over(hub: Hub, rule: str, key: str, message: str | None = No
         raise rate_limited(wait, message or f"too many requests ({rule})")
 
 
-async def authenticated(hub: Hub, address: str, attempt: Callable[[], Awaitable[Actor]]) -> Actor:
+async def authenticated(hub: Hub, address: str, attempt: Callable[[], Awaitable[T]]) -> T:
     """Run ``attempt`` (a key or ticket check) for a caller at ``address``,
     counting its refusals: past ``auth_failure``'s allowance the address
     gets RATE_LIMITED without its key being looked at, until the window

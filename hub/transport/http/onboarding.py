@@ -7,11 +7,11 @@ from typing import Any
 from starlette.responses import Response
 
 from hub import __version__
-from hub.services import auth, presence, projects, repos, tickets
+from hub.services import auth, limits, presence, projects, repos, tickets
 from hub.services.context import Actor
 from hub.transport.http import inputs as i
 from hub.transport.http import outputs as o
-from hub.transport.http.base import ORJSONResponse, actor_of
+from hub.transport.http.base import ORJSONResponse, actor_of, client_address
 from hub.transport.http.registry import HttpCall, api
 from protocol.errors import unauthorized
 
@@ -71,7 +71,11 @@ async def init(call: HttpCall, body: i.InitRequest) -> dict[str, Any]:
     auth=False,
 )
 async def issue_ticket(call: HttpCall, body: i.TicketRequest) -> dict[str, Any]:
-    return await tickets.issue(call.hub, body.api_key)
+    # A refused key here counts like one in an Authorization header.
+    address = client_address(call.request)
+    return await limits.authenticated(
+        call.hub, address, lambda: tickets.issue(call.hub, body.api_key)
+    )
 
 
 @api.post(
