@@ -78,6 +78,10 @@ async def test_issues_claims_and_policy(hub_server: RunningHub, transport: str) 
 
         ready = await call(client, "ready")
         assert [i["bead_id"] for i in ready["issues"]] == ["bd-1"]
+        error, _ = await refused(client, "ready", limit=0)
+        assert error["code"] == -32602
+        error, _ = await refused(client, "status", verbose=True)
+        assert error["code"] == -32602
 
         claimed = await call(client, "claim", bead_id="bd-1")
         assert claimed["claim"]["alias"] == "alice" and claimed["acquired"]
@@ -111,6 +115,10 @@ async def test_reservations(hub_server: RunningHub, transport: str) -> None:
 
         listed = await call(client, "reservations", holder_alias="alice")
         assert [r["path"] for r in listed["reservations"]] == ["src/api/x.py"]
+        error, _ = await refused(client, "reservations", path_prefix=7)
+        assert error["code"] == -32602
+        error, _ = await refused(client, "unreserve", paths=[])
+        assert error["code"] == -32602
 
         error, _ = await refused(client, "reserve", paths=["../etc/passwd"])
         assert error["code"] == -32602
@@ -135,6 +143,8 @@ async def test_mail_send_inbox_ack_and_receipts(hub_server: RunningHub, transpor
         await b.call("mail.send", to=["alice"], body="roger", thread_id=sent["thread_id"])
         inbox = await call(client, "mail_inbox")
         assert [m["body"] for m in inbox["messages"]] == ["roger"]
+        error, _ = await refused(client, "mail_inbox", limit=1000)
+        assert error["code"] == -32602
         acked = await call(client, "mail_ack", message_ids=[inbox["messages"][0]["message_id"]])
         assert acked["count"] == 1
         assert (await call(client, "mail_inbox"))["count"] == 0
@@ -189,6 +199,14 @@ async def test_chat_send_and_wait_is_answered_by_a_websocket_agent(
                 client, "chat_reply", session_id="00000000-0000-0000-0000-000000000000", body="x"
             )
             assert error["code"] == -32004
+            error, line = await refused(client, "chat_send", to=["nobody"], body="hi")
+            assert error["code"] == -32004 and "nobody" in line
+            error, _ = await refused(client, "chat_wait", wait=1)
+            assert error["code"] == -32602
+            error, line = await refused(client, "chat_wait", to=["lead"], wait=1)
+            assert error["code"] == -32004 and "no chat with lead" in line
+            error, _ = await refused(client, "chat_pending", extra=1)
+            assert error["code"] == -32602
 
 
 async def test_a_wait_cut_off_is_resumed_from_the_store(
