@@ -300,7 +300,19 @@ async def test_moving_into_a_busy_hub_shifts_cursors_and_asks_clients_to_resync(
         source = await snapshot(database_url, [slug])
 
         async with running_hub(database_url=busy) as target_hub:
-            # The busy hub's own events and chat use the same sequence values.
+            # The busy hub's own events and chat take the archive's cursor
+            # values (whatever the shared test database had reached).
+            with path.open("rb") as lines:
+                ranges = orjson.loads(next(lines))["sequences"]
+            conn = await asyncpg.connect(busy)
+            try:
+                for name, (low, _high) in ranges.items():
+                    table, column = name.split(".")
+                    await conn.execute(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), $1)", low
+                    )
+            finally:
+                await conn.close()
             for n in range(3):
                 await populate(target_hub.http_url, unique(f"local{n}"))
             counts = await archive.import_archive(busy, path)
