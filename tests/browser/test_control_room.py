@@ -259,3 +259,47 @@ async def test_screenshots_of_the_control_room(new_page, connect, hub_server, sc
             await expect(page.locator("#search-results li")).to_have_count(2)
             await page.screenshot(path=screenshot_dir / "dashboard-search.png")
     waiting.cancel()
+
+
+async def test_the_shape_of_the_work_timeline_charts_and_safe_markdown(
+    new_page, join, connect, hub_server
+):
+    lead = await join("lead", human_name="Ana")
+    coordinator = await connect(await join("lena", role="coordinator"))
+    bob = await connect(await join("bob"))
+    for focus in ("reading", "writing", "testing"):
+        await bob.call("presence.update", focus=focus)
+    await bob.call("mail.send", to=["lena"], body="done")
+    await coordinator.call(
+        "policy.create",
+        invariants=[
+            {
+                "id": "safe",
+                "title": "Markdown",
+                "body_md": "Use **bold**, `code` and [docs](https://example.org/x).\n\n"
+                "- [bad](javascript:alert(1))\n- <img src=x onerror=alert(1)>",
+            }
+        ],
+        roles={"backend": {"title": "Backend", "playbook_md": "# Own the API"}},
+    )
+    page = await new_page()
+    await sign_in(page, hub_server.http_url, lead["api_key"])
+
+    # Charts from stats.get: this hour's message is counted.
+    await expect(page.locator("#charts figure.messages")).to_have_attribute("data-total", "1")
+    # Markdown rendered with whitelisted elements only.
+    invariant = page.locator('#invariants li[data-invariant="safe"]')
+    await invariant.locator("summary").click()
+    body = invariant.locator(".md")
+    await expect(body.locator("strong")).to_have_text("bold")
+    await expect(body.locator("code")).to_have_text("code")
+    await expect(body.locator("a")).to_have_attribute("href", "https://example.org/x")
+    await expect(body).to_contain_text("<img src=x onerror=alert(1)>")
+    assert await body.locator("img, script").count() == 0
+    assert await body.locator("a[href^=javascript]").count() == 0
+    # The timeline: dated rows, the presence updates in a row folded into one.
+    await page.locator('#team li.agent[data-alias="bob"] .agent-open').click()
+    folded = page.locator('#timeline li[data-type="presence"]').first
+    await expect(folded).to_contain_text("online — testing")
+    await expect(folded).to_have_attribute("data-repeats", re.compile(r"^[3-9]$"))
+    await expect(folded).to_contain_text("presence updates")
