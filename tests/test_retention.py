@@ -6,7 +6,7 @@ than waited for."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -15,7 +15,7 @@ import pytest
 from hub import metrics
 from protocol.client import HubClient
 from protocol.errors import ErrorCode, RpcError
-from tests.support import onboard, running_hub, unique
+from tests.support import create_database, drop_database, onboard, running_hub, unique
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
@@ -25,6 +25,17 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 20.0)
         while not (found := await check()):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
     return found
+
+
+@pytest.fixture
+async def fresh_db() -> AsyncIterator[str]:
+    """A database of its own: the pruner walks the log from its oldest
+    seq and stops at the first batch holding recent events, as it should
+    in a log written in time order. Backdated rows at the top of a shared
+    test database's log would sit behind every other test's events."""
+    dsn = await create_database()
+    yield dsn
+    await drop_database(dsn)
 
 
 async def backdate(dsn: str, project_id: str, tables: tuple[str, ...], days: int = 2) -> None:
@@ -41,9 +52,9 @@ async def backdate(dsn: str, project_id: str, tables: tuple[str, ...], days: int
         await conn.close()
 
 
-async def test_resume_from_before_the_window_is_told_to_resync(database_url: str) -> None:
+async def test_resume_from_before_the_window_is_told_to_resync(fresh_db: str) -> None:
     async with running_hub(
-        database_url=database_url, event_retention_days=1, prune_interval_seconds=0.2
+        database_url=fresh_db, event_retention_days=1, prune_interval_seconds=0.2
     ) as server:
         hub = server.hub
         slug = unique("retention")
@@ -63,7 +74,7 @@ async def test_resume_from_before_the_window_is_told_to_resync(database_url: str
 
         pruned_before = metrics.sample("beadhub_events_pruned_total") or 0
         resyncs_before = metrics.sample("beadhub_resyncs_total") or 0
-        await backdate(database_url, project, ("events", "mail_messages", "mail_deliveries"))
+        await backdate(fresh_db, project, ("events", "mail_messages", "mail_deliveries"))
 
         async def pruned() -> int:
             value = await hub.store.fetchval(
@@ -123,13 +134,13 @@ async def test_resume_from_before_the_window_is_told_to_resync(database_url: str
                 assert (await again.call("events.since", cursor=horizon))["events"]
 
 
-async def test_pruning_skips_recent_events_and_other_projects(database_url: str) -> None:
+async def test_pruning_skips_recent_events_and_other_projects(fresh_db: str) -> None:
     async with running_hub(
-        database_url=database_url, event_retention_days=1, prune_interval_seconds=0.2
+        database_url=fresh_db, event_retention_days=1, prune_interval_seconds=0.2
     ) as server:
         old = await onboard(server.http_url, unique("old"), "alice")
         recent = await onboard(server.http_url, unique("recent"), "alice")
-        await backdate(database_url, old["project_id"], ("events",))
+        await backdate(fresh_db, old["project_id"], ("events",))
         store = server.hub.store
 
         async def old_gone() -> bool:
@@ -151,9 +162,9 @@ async def test_pruning_skips_recent_events_and_other_projects(database_url: str)
         )
 
 
-async def test_mail_and_chat_have_their_own_retention(database_url: str) -> None:
+async def test_mail_and_chat_have_their_own_retention(fresh_db: str) -> None:
     async with running_hub(
-        database_url=database_url,
+        database_url=fresh_db,
         event_retention_days=0,
         message_retention_days=1,
         prune_interval_seconds=0.2,
@@ -165,7 +176,7 @@ async def test_mail_and_chat_have_their_own_retention(database_url: str) -> None
             await a.call("mail.send", to=["bob"], subject="old", body="old")
             chat = await a.call("chat.send", to=["bob"], body="old chat")
             await backdate(
-                database_url,
+                fresh_db,
                 alice["project_id"],
                 ("mail_messages", "mail_deliveries", "chat_messages"),
             )
