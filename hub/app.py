@@ -22,7 +22,16 @@ from hub import metrics
 from hub.bus import create_bus
 from hub.bus.relay import Relay
 from hub.config import Settings
-from hub.services import escalations, leases, presence, reservations, retention, webhooks
+from hub.services import (
+    escalations,
+    leases,
+    presence,
+    reservations,
+    retention,
+    revocation,
+    signin,
+    webhooks,
+)
 from hub.services.context import Hub
 from hub.services.limits import create_limiter
 from hub.store import Store
@@ -95,6 +104,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         escalations.start(hub)
         retention.start(hub)
         leases.start(hub)
+        await revocation.start(hub)
+        hub.operator_token = await signin.create_operator_token(hub)
+        if settings.announce_operator:
+            signin.announce_operator(settings, hub.operator_token)
         logger.info(
             "beadhub instance %s ready (bus %s)",
             settings.instance_id,
@@ -104,6 +117,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             async with mcp_endpoint.running():
                 yield
         finally:
+            await revocation.stop(hub)
             metrics.unwatch(hub)
             await leases.stop(hub)
             await retention.stop(hub)

@@ -30,6 +30,7 @@ GC_THRESHOLD = 20_000
 
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(
+        announce_operator=args.command == "serve",
         database_url=args.database_url,
         bus_url=getattr(args, "redis_url", None),
         data_dir=Path(args.data_dir) if args.data_dir else None,
@@ -173,6 +174,12 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument(
         "--pace", type=float, help="seconds between steps (default 2 with --keep, else 0)"
     )
+    demo.add_argument(
+        "--data-dir", default=".beadhub", help="the hub's data directory (operator token)"
+    )
+    from hub import admin
+
+    admin.add_commands(sub)
     for name in ("serve", "migrate"):
         cmd = sub.add_parser(name)
         cmd.add_argument(
@@ -211,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "demo":
         _demo(args)
         return
+    if args.command in admin.COMMANDS:
+        admin.run(args)
+        return
     try:
         settings = _settings(args)
         configure(settings.log_level, settings.log_format)
@@ -230,10 +240,12 @@ def _demo(args: argparse.Namespace) -> None:
     from urllib.error import URLError
 
     from hub.demo import run
+    from hub.services.signin import read_token_file
 
+    token = read_token_file(Path(args.data_dir), required=False)
     pace = args.pace if args.pace is not None else (2.0 if args.keep else 0.0)
     try:
-        asyncio.run(run(args.url, pace=pace, keep=args.keep))
+        asyncio.run(run(args.url, pace=pace, keep=args.keep, operator_token=token))
     except KeyboardInterrupt:
         print("demo stopped; the agents went offline", flush=True)
     except (URLError, OSError) as exc:

@@ -164,6 +164,14 @@ class Settings:
             names.add(self.host.lower().strip("[]"))
         return frozenset(names)
 
+    #: Default join policy of projects that set none: ``open`` or
+    #: ``approval``; empty: open while the hub listens on loopback only,
+    #: approval otherwise (hub.services.admission).
+    join_policy: str = ""
+    #: Mint an operator token at start-up, write it to data_dir and print
+    #: the sign-in link (``beadhub serve``; test servers do not).
+    announce_operator: bool = False
+
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
         settings = cls(
@@ -204,6 +212,7 @@ class Settings:
             rate_key_per_minute=_env_int("BEADHUB_RATE_KEY", 3000),
             rate_sessions_per_minute=_env_int("BEADHUB_RATE_SESSIONS", 60),
             allowed_hosts=_env_list("BEADHUB_ALLOWED_HOSTS"),
+            join_policy=os.environ.get("BEADHUB_JOIN_POLICY", ""),
         )
         overrides = {k: v for k, v in overrides.items() if v is not None}
         settings = replace(settings, **overrides)

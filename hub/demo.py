@@ -3,8 +3,10 @@
 A coordinator and two developers come online; the coordinator asks bob over
 chat and waits for his answer; bob claims bd-12 and alice's claim of it is
 refused with bob's name; both reserve files and see each other's
-reservations; alice escalates and a human answers from the "dashboard" (a
-browser ticket). Every step goes through the real protocol.
+reservations; alice escalates and a human answers from the "dashboard",
+signed in with the operator's credential (what ``beadhub serve`` wrote to
+its data directory), never with an agent's key. Every step goes through
+the real protocol.
 """
 
 from __future__ import annotations
@@ -45,22 +47,42 @@ ISSUES = "\n".join(
 )
 
 
-def _post(base_url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+def _post(base_url: str, path: str, body: dict[str, Any], credential: str = "") -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if credential:
+        headers["Authorization"] = f"Bearer {credential}"
     request = urllib.request.Request(
         base_url.rstrip("/") + path,
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers=headers,
         method="POST",
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
 
-def dashboard_link(base_url: str, api_key: str) -> str:
-    """The dashboard, signed in to the demo project: the key rides in the
-    fragment, which the browser never sends; the page trades it for a
-    short-lived ticket and wipes it from the address bar."""
-    return f"{base_url.rstrip('/')}/#key={api_key}"
+async def dashboard_link(base_url: str, operator_token: str, slug: str) -> str:
+    """The dashboard, signed in to the demo project as its human: a
+    one-time sign-in link made with the operator's credential. The token
+    rides in the fragment, which the browser never sends; the page trades
+    it for a short-lived ticket and wipes it from the address bar."""
+    link = await asyncio.to_thread(
+        _post,
+        base_url,
+        "/v1/auth/links",
+        {"human_name": "Ana", "project_slug": slug},
+        _require(operator_token),
+    )
+    return str(link["url"])
+
+
+def _require(operator_token: str) -> str:
+    if not operator_token:
+        raise SystemExit(
+            "beadhub demo: the human's steps need the operator token: run it on the hub's host "
+            "(--data-dir: the hub's data directory, where beadhub serve wrote operator-token)"
+        )
+    return operator_token
 
 
 def _online(alias: str) -> Callable[[dict[str, Any]], bool]:
@@ -74,12 +96,15 @@ async def run(
     pace: float = 0.0,
     keep: bool = False,
     until: asyncio.Event | None = None,
+    operator_token: str = "",
 ) -> dict[str, Any]:
     """Play the story; return what each step produced (tests assert on it).
 
     ``pace``: seconds between steps. ``keep``: print a dashboard link first,
     and at the end leave the agents online (with a question waiting for the
-    watcher) until ``until`` is set (never, by default: Ctrl-C)."""
+    watcher) until ``until`` is set (never, by default: Ctrl-C).
+    ``operator_token``: the human credential the hub's operator holds
+    (``<data dir>/operator-token``); the human's answer is signed in with it."""
     slug = f"demo-{uuid.uuid4().hex[:6]}"
 
     async def pause(steps: float = 1.0) -> None:
@@ -107,8 +132,8 @@ async def run(
     say(f"project {slug}: carol-coordinator, alice-frontend and bob-backend onboarded")
     result: dict[str, Any] = {"project": slug}
     if keep:
-        result["link"] = dashboard_link(base_url, team["carol-coordinator"]["api_key"])
-        say(f"watch it in the dashboard (signed in as Ana, the coordinator): {result['link']}")
+        result["link"] = await dashboard_link(base_url, operator_token, slug)
+        say(f"watch it in the dashboard (signed in as Ana, the team's human): {result['link']}")
         await pause(3)
 
     carol = await HubClient(ws_url, team["carol-coordinator"]["api_key"]).connect()
@@ -176,7 +201,10 @@ async def run(
         )
         say(f"alice escalates: {escalation['subject']}")
         await pause()
-        signed_in = await post("/v1/auth/ticket", {"api_key": team["carol-coordinator"]["api_key"]})
+        signed_in = await post(
+            "/v1/auth/signin",
+            {"token": _require(operator_token), "project_slug": slug, "human_name": "Ana"},
+        )
         async with HubClient(ws_url, ticket=signed_in["ticket"]) as human:
             await human.call(
                 "escalations.respond",

@@ -80,6 +80,10 @@ def _refusal(exc: InvalidStatus) -> RpcError:
     return RpcError(code, body.get("detail") or f"HTTP {status}")
 
 
+#: The hub's close code for a session whose credential was revoked.
+CLOSE_REVOKED = 4001
+
+
 class HubClient:
     def __init__(
         self,
@@ -125,13 +129,14 @@ class HubClient:
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._closed = False
+        #: Set when the hub closed the session because its credential was
+        #: revoked (close code 4001) or refuses it on reconnect (401).
+        self.revoked = False
 
     # -- connection -----------------------------------------------------------
 
     def _connect_url(self) -> str:
         params = []
-        if self.ticket:
-            params.append(f"ticket={self.ticket}")
         if self.cursor is not None:
             params.append(f"cursor={self.cursor}")
         if self.subscription is not None:
@@ -139,7 +144,9 @@ class HubClient:
         return self.url + ("?" + "&".join(params) if params else "")
 
     async def _open(self) -> None:
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        # A ticket goes in a header like a key: never in the URL.
+        credential = self.api_key or self.ticket
+        headers = {"Authorization": f"Bearer {credential}"} if credential else {}
         self._ws = await connect(
             self._connect_url(),
             additional_headers=headers,
@@ -168,6 +175,12 @@ class HubClient:
             await self._ws.close()
         self._fail_pending()
 
+    async def ended(self) -> None:
+        """Until the session is over for good: the hub revoked its
+        credential, or it was closed without reconnecting."""
+        if self._reader is not None:
+            await asyncio.shield(self._reader)
+
     async def __aenter__(self) -> HubClient:
         return await self.connect()
 
@@ -191,6 +204,10 @@ class HubClient:
                 pass
             self._connected.clear()
             self._fail_pending()
+            if self._ws.close_code == CLOSE_REVOKED:
+                # The credential was revoked: reconnecting cannot succeed.
+                self.revoked = True
+                return
             if self._closed or not self.reconnect:
                 return
             while True:
@@ -200,7 +217,12 @@ class HubClient:
                     await self._open()
                     backoff = 0.05
                     break
-                except (TimeoutError, OSError, InvalidStatus, ConnectionClosed):
+                except InvalidStatus as exc:
+                    if exc.response.status_code == 401:
+                        self.revoked = True
+                        return
+                    continue
+                except (TimeoutError, OSError, ConnectionClosed):
                     continue
 
     def _on_frame(self, frame: str | bytes) -> None:

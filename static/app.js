@@ -104,11 +104,20 @@ function loadSession() {
   return null;
 }
 
-async function exchangeKey(apiKey) {
-  const response = await fetch("/v1/auth/ticket", {
+// Humans sign in with a human credential (the operator's token from
+// `beadhub serve`, or a one-time link from `beadhub signin` or another
+// human); an agent's api key (`bdh :dashboard`) opens that agent's own
+// view, with only what the agent may do itself.
+const HUMAN_CREDENTIAL = /^bh[ol]_/;
+
+async function exchangeKey(credential, projectSlug = "") {
+  const human = HUMAN_CREDENTIAL.test(credential);
+  const response = await fetch(human ? "/v1/auth/signin" : "/v1/auth/ticket", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ api_key: apiKey }),
+    body: JSON.stringify(
+      human ? { token: credential, project_slug: projectSlug } : { api_key: credential },
+    ),
     cache: "no-store",
     credentials: "omit",
   });
@@ -116,20 +125,23 @@ async function exchangeKey(apiKey) {
   if (!response.ok) {
     throw new Error(body.detail || `the hub answered ${response.status}`);
   }
+  if (body.choose_project) return { choose: body.projects, credential };
   const session = {
     ticket: body.ticket,
     expires_at: body.expires_at,
     project_slug: body.project_slug,
-    human_name: body.human_name,
+    human_name: body.kind === "agent" ? `${body.alias} (agent view)` : body.human_name,
+    kind: body.kind,
   };
   sessionStorage.setItem(STORAGE_KEY, JSON.stringify(session));
   return session;
 }
 
 // A `bdh :dashboard` link carries the key once, in the fragment (which the
-// browser never sends to a server): `#api_key=` from bdh, `#key=` too. Take
-// it and wipe it from the address bar and history before doing anything else.
-const FRAGMENT_KEYS = ["api_key", "key"];
+// browser never sends to a server): `#api_key=` from bdh, `#key=` too; a
+// human's sign-in link carries `#signin=`. Take it and wipe it from the
+// address bar and history before doing anything else.
+const FRAGMENT_KEYS = ["signin", "api_key", "key"];
 
 function takeKeyFromFragment() {
   const params = new URLSearchParams(location.hash.slice(1));
@@ -169,7 +181,9 @@ class HubSocket {
 
   url() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const query = new URLSearchParams({ ticket: this.ticket });
+    // The ticket rides in the handshake's subprotocols, never in the URL
+    // (which proxies and access logs keep).
+    const query = new URLSearchParams();
     if (this.cursor !== null) query.set("cursor", String(this.cursor));
     return `${scheme}://${location.host}/v1/ws?${query}`;
   }
@@ -177,7 +191,7 @@ class HubSocket {
   connect() {
     if (this.stopped) return;
     this.handlers.onState("connecting");
-    const ws = (this.ws = new WebSocket(this.url()));
+    const ws = (this.ws = new WebSocket(this.url(), ["beadhub", `beadhub.ticket.${this.ticket}`]));
     let opened = false;
     ws.onopen = () => {
       opened = true;
@@ -1108,15 +1122,33 @@ async function signOut(message = "") {
   showSignIn(message);
 }
 
-async function signIn(apiKey) {
+async function signIn(credential, projectSlug = "") {
   const error = $("signin-error");
   error.hidden = true;
+  $("signin-projects").hidden = true;
   try {
     socket?.close();
-    start(await exchangeKey(apiKey.trim()));
+    const answer = await exchangeKey(credential.trim(), projectSlug);
+    if (answer.choose) chooseProject(answer.credential, answer.choose);
+    else start(answer);
   } catch (failure) {
     showSignIn(`Sign-in failed: ${failure.message}`);
   }
+}
+
+// The operator's token signs in to any project: pick one. The token stays
+// in this closure only, never in storage.
+function chooseProject(credential, projects) {
+  showSignIn(projects.length ? "" : "The hub has no project yet.");
+  const list = $("signin-projects");
+  list.replaceChildren(
+    ...projects.map((slug) => {
+      const button = h("button", { type: "button", dataset: { slug } }, slug);
+      button.addEventListener("click", () => signIn(credential, slug));
+      return h("li", {}, button);
+    }),
+  );
+  list.hidden = projects.length === 0;
 }
 
 function main() {

@@ -104,6 +104,10 @@ class RunningHub:
         return self.server.config.app.state.hub  # type: ignore[union-attr]
 
 
+#: The hubs running_hub started, by base URL (tests find one's operator token).
+RUNNING: dict[str, RunningHub] = {}
+
+
 @contextlib.asynccontextmanager
 async def running_hub(
     server_options: dict[str, Any] | None = None, **overrides: Any
@@ -127,9 +131,12 @@ async def running_hub(
             task.result()
             raise RuntimeError("hub server exited during start-up")
         await asyncio.sleep(0.01)
+    running = RunningHub(settings, server, task)
+    RUNNING[running.http_url] = running
     try:
-        yield RunningHub(settings, server, task)
+        yield running
     finally:
+        RUNNING.pop(running.http_url, None)
         server.should_exit = True
         await task
 
@@ -162,11 +169,56 @@ async def onboard(
 
 
 async def human_ticket(base_url: str, agent: dict[str, Any]) -> str:
-    """A dashboard ticket: the human of ``agent`` signed in on the page."""
-    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
-        response = await client.post("/v1/auth/ticket", json={"api_key": agent["api_key"]})
+    """A dashboard ticket of the human of ``agent`` (its human name, or its
+    alias), signed in with the operator credential of the hub at
+    ``base_url`` (one that :func:`running_hub` started)."""
+    name = agent.get("human_name") or agent["alias"]
+    signed_in = await sign_in_human(RUNNING[base_url], agent["project_slug"], name)
+    return str(signed_in["ticket"])
+
+
+async def sign_in_human(server: Any, project_slug: str, human_name: str = "juan") -> dict[str, Any]:
+    """A human's ticket for a project, as the operator gets one: the
+    server's operator token (what ``beadhub serve`` prints) traded at
+    ``POST /v1/auth/signin``. ``server`` is a RunningHub."""
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as client:
+        response = await client.post(
+            "/v1/auth/signin",
+            json={
+                "token": server.hub.operator_token,
+                "project_slug": project_slug,
+                "human_name": human_name,
+            },
+        )
     response.raise_for_status()
-    return str(response.json()["ticket"])
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def grant_coordinator(server: Any, agent: dict[str, Any]) -> dict[str, Any]:
+    """A human grants the agent the coordinator role (a self-declared role
+    grants nothing). Returns the agent, for chaining."""
+    signed_in = await sign_in_human(server, agent["project_slug"])
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as client:
+        response = await client.post(
+            f"/v1/agents/{agent['agent_id']}/grant",
+            json={"role": "coordinator"},
+            headers={"Authorization": f"Bearer {signed_in['ticket']}"},
+        )
+    response.raise_for_status()
+    return agent
+
+
+def human_actor(project: dict[str, Any], human_name: str = "juan") -> Actor:
+    """The service-layer caller for a signed-in human of an agent's project."""
+    return Actor(
+        project_id=project["project_id"],
+        project_slug=project["project_slug"],
+        agent_id=None,
+        alias=f"human:{human_name}",
+        human_name=human_name,
+        role="human",
+        credential="ticket:test",
+    )
 
 
 def actor_of(agent: dict[str, Any]) -> Actor:

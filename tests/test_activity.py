@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from protocol.client import HubClient
 from protocol.errors import ErrorCode, RpcError
-from tests.support import onboard, unique
+from tests.support import onboard, sign_in_human, unique
 
 
-async def human(hub_server, api_key: str) -> HubClient:
-    async with httpx.AsyncClient(base_url=hub_server.http_url) as http:
-        response = await http.post("/v1/auth/ticket", json={"api_key": api_key})
-    response.raise_for_status()
-    return await HubClient(hub_server.ws_url, ticket=response.json()["ticket"]).connect()
+async def human(hub_server, project_slug: str) -> HubClient:
+    signed_in = await sign_in_human(hub_server, project_slug)
+    return await HubClient(hub_server.ws_url, ticket=signed_in["ticket"]).connect()
 
 
 async def test_a_human_reads_the_newest_mail_and_chat_oldest_first(join, connect, hub_server):
@@ -24,7 +21,7 @@ async def test_a_human_reads_the_newest_mail_and_chat_oldest_first(join, connect
         await a.call("mail.send", to=["bob"], subject=f"note {n}", body="...")
     await a.call("chat.send", to=["bob"], body="ping")
     await a.call("presence.update", focus="noise")
-    dashboard = await human(hub_server, alice["api_key"])
+    dashboard = await human(hub_server, alice["project_slug"])
     try:
         result = await dashboard.call("activity.recent", types=["mail", "chat.message"], limit=3)
         assert [e["type"] for e in result["events"]] == ["mail", "mail", "chat.message"]
@@ -57,7 +54,7 @@ async def test_one_agents_timeline(join, connect, hub_server):
     await a.call("presence.update", focus="alice's work")
     await a.call("mail.send", to=["bob"], subject="to bob", body="...")
     await a.call("mail.send", to=["carol"], subject="to carol", body="...")
-    dashboard = await human(hub_server, alice["api_key"])
+    dashboard = await human(hub_server, alice["project_slug"])
     try:
         timeline = await dashboard.call("activity.recent", agent_id=bob["agent_id"])
     finally:

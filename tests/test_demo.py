@@ -16,7 +16,9 @@ from tests.support import ROOT, free_port
 
 async def test_the_demo_story_plays_out(hub_server):
     lines: list[str] = []
-    result = await run(hub_server.http_url, say=lines.append)
+    result = await run(
+        hub_server.http_url, say=lines.append, operator_token=hub_server.hub.operator_token
+    )
     assert result["online"] == ["alice-frontend", "bob-backend", "carol-coordinator"]
     assert set(result["ready"]) == {"bd-10", "bd-12", "bd-13"}
     assert result["chat"]["status"] == "replied"
@@ -54,20 +56,29 @@ class Lines:
 async def test_demo_keep_prints_a_working_link_and_keeps_the_agents_online(hub_server):
     said = Lines()
     until = asyncio.Event()
-    demo = asyncio.create_task(run(hub_server.http_url, say=said.say, keep=True, until=until))
+    demo = asyncio.create_task(
+        run(
+            hub_server.http_url,
+            say=said.say,
+            keep=True,
+            until=until,
+            operator_token=hub_server.hub.operator_token,
+        )
+    )
     try:
         link_line = await said.wait_for("watch it in the dashboard")
         assert said.lines.index(link_line) == 1  # before the story starts
         link = link_line.rsplit(" ", 1)[1]
-        assert link.startswith(hub_server.http_url + "/#key=")
+        assert link.startswith(hub_server.http_url + "/#signin=")
         await said.wait_for("Ctrl-C to stop")
 
-        # The link opens the dashboard signed in to the demo project, the
-        # way the page does it: the fragment's key traded for a ticket.
-        key = parse_qs(urlsplit(link).fragment)["key"][0]
+        # The link opens the dashboard signed in to the demo project as its
+        # human, the way the page does it: the fragment's one-time token
+        # traded for a human ticket.
+        token = parse_qs(urlsplit(link).fragment)["signin"][0]
         async with httpx.AsyncClient(base_url=hub_server.http_url, timeout=10) as http:
             page = await http.get(urlsplit(link).path)
-            signed_in = await http.post("/v1/auth/ticket", json={"api_key": key})
+            signed_in = await http.post("/v1/auth/signin", json={"token": token})
         assert page.status_code == 200 and "<html" in page.text
         assert signed_in.status_code == 200
         ticket = signed_in.json()["ticket"]
@@ -102,10 +113,12 @@ async def test_demo_keep_prints_a_working_link_and_keeps_the_agents_online(hub_s
         await asyncio.wait_for(demo, 30)
 
 
-async def test_beadhub_demo_keep_runs_until_ctrl_c(hub_server):
+async def test_beadhub_demo_keep_runs_until_ctrl_c(hub_server, tmp_path):
+    # On the hub's host: the operator token where beadhub serve writes it.
+    (tmp_path / "operator-token").write_text(hub_server.hub.operator_token)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "hub.cli", "demo", "--keep", "--pace", "0",
-        "--url", hub_server.http_url,
+        "--url", hub_server.http_url, "--data-dir", str(tmp_path),
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -115,7 +128,7 @@ async def test_beadhub_demo_keep_runs_until_ctrl_c(hub_server):
             while not out or "Ctrl-C to stop" not in out[-1]:
                 out.append((await proc.stdout.readline()).decode())
                 assert out[-1], "the demo ended before keeping the agents online"
-        assert any(f"{hub_server.http_url}/#key=" in line for line in out)
+        assert any(f"{hub_server.http_url}/#signin=" in line for line in out)
         proc.send_signal(signal.SIGINT)
         rest, errors = await asyncio.wait_for(proc.communicate(), 30)
     finally:

@@ -7,21 +7,19 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 
 from hub.services.clock import now, parse
 from protocol.client import HubClient
 from protocol.errors import ErrorCode, RpcError
-from tests.support import RunningHub, onboard, unique
+from tests.support import RunningHub, grant_coordinator, onboard, sign_in_human, unique
 
 
 async def open_dashboard(server: RunningHub, agent: dict[str, Any]) -> HubClient:
-    """A human's dashboard session: an api key traded for a browser ticket."""
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
-        response = await http.post("/v1/auth/ticket", json={"api_key": agent["api_key"]})
-    response.raise_for_status()
-    return await HubClient(server.ws_url, ticket=response.json()["ticket"]).connect()
+    """A human's dashboard session for the agent's project, signed in with
+    the operator's credential."""
+    signed_in = await sign_in_human(server, agent["project_slug"], agent["human_name"] or "juan")
+    return await HubClient(server.ws_url, ticket=signed_in["ticket"]).connect()
 
 
 def about(escalation_id: str):
@@ -96,14 +94,17 @@ async def test_a_human_sees_the_escalation_and_the_agent_gets_the_answer(any_ser
 async def test_only_humans_and_coordinators_answer_and_only_once(join, connect, hub_server):
     alice = await join("alice", role="developer")
     bob = await join("bob", role="developer")
-    carol = await join("carol", role="coordinator")
+    carol = await grant_coordinator(hub_server, await join("carol", role="coordinator"))
+    # A role an agent declares for itself grants nothing.
+    dave = await join("dave", role="coordinator")
     a, b, c = await connect(alice), await connect(bob), await connect(carol)
+    d = await connect(dave)
     human = await open_dashboard(hub_server, alice)
     try:
         esc = await a.call("escalations.create", subject="Stuck", situation="CI is red")
         eid = esc["escalation_id"]
 
-        for who in (b, a):
+        for who in (b, a, d):
             error = await rpc_error(
                 who.call("escalations.respond", escalation_id=eid, response="x")
             )
@@ -126,7 +127,7 @@ async def test_only_humans_and_coordinators_answer_and_only_once(join, connect, 
 
 async def test_of_two_concurrent_answers_exactly_one_wins(join, connect, hub_server):
     alice = await join("alice")
-    carol = await join("carol", role="coordinator")
+    carol = await grant_coordinator(hub_server, await join("carol", role="coordinator"))
     a, c = await connect(alice), await connect(carol)
     human = await open_dashboard(hub_server, alice)
     try:
@@ -217,6 +218,7 @@ async def test_bad_escalations_are_refused_and_change_nothing(join, connect, hub
 async def test_projects_never_see_each_others_escalations(hub_server, connect):
     mine = await onboard(hub_server.http_url, unique("proj"), "alice")
     theirs = await onboard(hub_server.http_url, unique("proj"), "mallory", role="coordinator")
+    await grant_coordinator(hub_server, theirs)
     a, m = await connect(mine), await connect(theirs)
     their_human = await open_dashboard(hub_server, theirs)
     try:

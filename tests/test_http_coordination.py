@@ -11,7 +11,7 @@ from typing import Any
 
 from hub.transport.http import outputs as o
 from tests.shim import Shim, error, ok
-from tests.support import unique
+from tests.support import grant_coordinator, unique
 
 NewAgent = Callable[..., Awaitable[Shim]]
 
@@ -275,9 +275,12 @@ async def test_active_policy_with_conditional_get(agent: NewAgent):
     error(await juan.get("/v1/policies/active", role="astronaut"), 404)
 
 
-async def test_policy_reset_needs_the_coordinator(agent: NewAgent):
+async def test_policy_reset_needs_the_coordinator(agent: NewAgent, hub_server):
     juan = await agent("alice", role="backend")
     boss = await agent("carol", role="coordinator")
+    # A declared role grants nothing: refused until a human grants it.
+    error(await boss.post("/v1/policies/reset"), 403)
+    await grant_coordinator(hub_server, boss.agent)
     before = await juan.get("/v1/policies/active")
     error(await juan.post("/v1/policies/reset"), 403)
     reset = ok(await boss.post("/v1/policies/reset"), o.ResetPolicyResponse)

@@ -9,7 +9,7 @@ from typing import Any
 
 from hub.transport.http import outputs as o
 from tests.shim import Shim, error, ok
-from tests.support import unique
+from tests.support import grant_coordinator, unique
 
 NewAgent = Callable[..., Awaitable[Shim]]
 
@@ -172,9 +172,12 @@ async def test_reservations_cross_between_http_and_websocket(agent: NewAgent, co
     assert held.status_code == 409 and held.json()["holder_alias"] == "bob"
 
 
-async def test_revoke_is_for_the_coordinator(agent: NewAgent):
+async def test_revoke_is_for_the_coordinator(agent: NewAgent, hub_server):
     alice, bob = await agent("alice"), await agent("bob")
     boss = await agent("carol", role="coordinator")
+    # A declared role grants nothing: refused until a human grants it.
+    error(await boss.post("/v1/reservations/revoke", {"prefix": ""}), 403)
+    await grant_coordinator(hub_server, boss.agent)
     await alice.post("/v1/reservations", lock(alice, "src/a.py", "src/b.py"))
     await bob.post("/v1/reservations", lock(bob, "lib/c.py"))
     error(await alice.post("/v1/reservations/revoke", {"prefix": "src/"}), 403)

@@ -11,7 +11,7 @@ import httpx
 
 from hub.transport.http import outputs as o
 from tests.shim import Shim, bdh_init_body, error, ok
-from tests.support import RunningHub, unique
+from tests.support import RunningHub, sign_in_human, unique
 
 NewAgent = Callable[..., Awaitable[Shim]]
 
@@ -38,12 +38,19 @@ async def test_init_answers_bdh_and_the_aw_library(hub_server: RunningHub, slug:
         aw = ok(await client.post("/v1/init", json=aw_body), o.InitResponse)
         assert aw["project_id"] == bdh["project_id"] and aw["alias"] == "bob"
 
-        # Same workspace again: the same agent, not a new one.
-        again = ok(await client.post("/v1/init", json=bdh_init_body(slug, "alice")), o.InitResponse)
+        # The alias again with its key as proof: the same agent, not a new one.
+        again = ok(
+            await client.post(
+                "/v1/init",
+                json=bdh_init_body(slug, "alice", workspace_path="/elsewhere"),
+                headers={"Authorization": f"Bearer {bdh['api_key']}"},
+            ),
+            o.InitResponse,
+        )
         assert again["agent_id"] == bdh["agent_id"] and not again["created"]
-        # The alias from another workspace: refused.
-        taken = bdh_init_body(slug, "alice", workspace_path="/elsewhere")
-        assert "taken" in error(await client.post("/v1/init", json=taken), 409)
+        # Without proof, even from the very same workspace: refused, as bdh reads it.
+        same_place = bdh_init_body(slug, "alice")
+        assert "alias_exists" in error(await client.post("/v1/init", json=same_place), 409)
 
 
 async def test_init_without_an_alias_suggests_one_from_the_role(hub_server, slug):
@@ -336,12 +343,18 @@ async def test_delete_project_only_the_callers_own(
     # bob is online twice over (HTTP heartbeat and a socket): one agent.
     await bob.post("/v1/agents/heartbeat")
     await connect(bob.agent)
-    gone = ok(await alice.delete(f"/v1/projects/{project_id}"), o.DeleteProjectResponse)
+    # Deleting the project is a human's call, not an agent's.
+    error(await alice.delete(f"/v1/projects/{project_id}"), 403)
+    human = await sign_in_human(hub_server, alice.agent["project_slug"])
+    as_human = {"Authorization": f"Bearer {human['ticket']}"}
+    deleted = await alice.http.delete(f"/v1/projects/{project_id}", headers=as_human)
+    gone = ok(deleted, o.DeleteProjectResponse)
     assert gone["id"] == project_id
     counts = ("repos_deleted", "workspaces_deleted", "claims_deleted", "presence_cleared")
     assert [gone[k] for k in counts] == [1, 2, 1, 1]
     error(await alice.get("/v1/status"), 401)
     error(await bob.get("/v1/agents"), 401)
+    error(await alice.http.get("/v1/status", headers=as_human), 401)
     ok(await mallory.get("/v1/status"), o.StatusResponse)
     # Nothing of the project is left behind, foreign key or not.
     store = hub_server.hub.store

@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import httpx
 import pytest
 
 from protocol.client import HubClient
 from protocol.errors import ErrorCode, RpcError
-from tests.support import onboard, unique
+from tests.support import onboard, sign_in_human, unique
 
 
 async def _no_event_of(client: HubClient, type: str) -> bool:
@@ -213,10 +212,8 @@ async def test_a_human_on_the_dashboard_can_send_mail(join, connect, hub_server)
     alice = await join("alice", human_name="juan")
     bob = await join("bob")
     b = await connect(bob)
-    async with httpx.AsyncClient(base_url=hub_server.http_url) as http:
-        response = await http.post("/v1/auth/ticket", json={"api_key": alice["api_key"]})
-    response.raise_for_status()
-    human = await connect({"api_key": None}, ticket=response.json()["ticket"])
+    signed_in = await sign_in_human(hub_server, alice["project_slug"])
+    human = await connect({"api_key": None}, ticket=signed_in["ticket"])
 
     sent = await human.call("mail.send", to=["bob"], subject="review", body="please look")
     event = await b.next_event("mail", timeout=2)

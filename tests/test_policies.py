@@ -8,7 +8,7 @@ from typing import Any
 
 from protocol.client import HubClient
 from protocol.errors import ErrorCode
-from tests.support import onboard, unique
+from tests.support import grant_coordinator, onboard, unique
 from tests.test_escalations import open_dashboard, rpc_error
 
 ROLES = {"coordinator", "developer", "backend", "frontend", "reviewer"}
@@ -61,8 +61,8 @@ async def test_a_role_can_be_selected(join, connect):
     assert no_role.code == ErrorCode.INVALID_PARAMS
 
 
-async def test_new_version_then_activate_an_older_one_then_reset(join, connect):
-    lead = await connect(await join("carol", role="coordinator"))
+async def test_new_version_then_activate_an_older_one_then_reset(join, connect, hub_server):
+    lead = await connect(await grant_coordinator(hub_server, await join("carol")))
     dev = await connect(await join("bob", role="developer"))
     v1 = await dev.call("policy.get")
 
@@ -111,25 +111,29 @@ async def test_new_version_then_activate_an_older_one_then_reset(join, connect):
 async def test_only_humans_and_coordinators_change_the_policy(join, connect, hub_server):
     dev_agent = await join("bob", role="developer")
     dev = await connect(dev_agent)
-    for call in (
-        dev.call("policy.create", **CUSTOM),
-        dev.call("policy.activate", version=1),
-        dev.call("policy.reset"),
-    ):
-        assert (await rpc_error(call)).code == ErrorCode.FORBIDDEN
+    # Declaring oneself coordinator picks a playbook and grants nothing.
+    claimed = await connect(await join("eve", role="coordinator"))
+    await dev.call("policy.get")
+    for who in (dev, claimed):
+        for call in (
+            who.call("policy.create", **CUSTOM),
+            who.call("policy.activate", version=1),
+            who.call("policy.reset"),
+        ):
+            assert (await rpc_error(call)).code == ErrorCode.FORBIDDEN
     assert [v["version"] for v in (await dev.call("policy.versions"))["versions"]] == [1]
 
     human = await open_dashboard(hub_server, dev_agent)
     try:
         made = await human.call("policy.create", **CUSTOM)
         assert made["version"] == 2
-        assert made["created_by"] == "bob"
+        assert made["created_by"] == "juan"
     finally:
         await human.close()
 
 
-async def test_bad_policies_are_refused(join, connect):
-    lead = await connect(await join("carol", role="coordinator"))
+async def test_bad_policies_are_refused(join, connect, hub_server):
+    lead = await connect(await grant_coordinator(hub_server, await join("carol")))
     twice = {**CUSTOM, "invariants": CUSTOM["invariants"] * 2}
     duplicate = await rpc_error(lead.call("policy.create", **twice))
     assert duplicate.code == ErrorCode.INVALID_PARAMS
@@ -158,10 +162,10 @@ async def test_concurrent_first_reads_create_one_version(join, hub_server):
 
 async def test_projects_have_separate_policies(hub_server, connect):
     mine = await connect(
-        await onboard(hub_server.http_url, unique("proj"), "a", role="coordinator")
+        await grant_coordinator(hub_server, await onboard(hub_server.http_url, unique("proj"), "a"))
     )
     theirs = await connect(
-        await onboard(hub_server.http_url, unique("proj"), "m", role="coordinator")
+        await grant_coordinator(hub_server, await onboard(hub_server.http_url, unique("proj"), "m"))
     )
     await mine.call("policy.create", **CUSTOM)
     their_policy = await theirs.call("policy.get")

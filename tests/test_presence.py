@@ -105,7 +105,7 @@ async def test_init_canonicalises_the_repo_and_suggests_aliases(hub_server):
     assert first["api_key"].startswith("aw_sk_") and first["api_key"] != second["api_key"]
 
 
-async def test_init_refuses_to_hand_an_alias_to_another_workspace(hub_server):
+async def test_init_refuses_to_hand_an_alias_to_anyone_without_proof(hub_server):
     slug = unique("proj")
     await onboard(hub_server.http_url, slug, "alice", workspace_path="/a")
     async with httpx.AsyncClient(base_url=hub_server.http_url) as http:
@@ -123,9 +123,10 @@ async def test_init_refuses_to_hand_an_alias_to_another_workspace(hub_server):
                 "workspace_path": "/a",
             },
         )
-    assert taken.status_code == 409 and "taken" in taken.json()["detail"]
+    assert taken.status_code == 409 and "alias_exists" in taken.json()["detail"]
     assert bad.status_code == 422 and "slug" in bad.json()["detail"]
-    assert again.status_code == 200 and again.json()["created"] is False
+    # The same hostname and path as alice's prove nothing: anyone can read them.
+    assert again.status_code == 409 and "alias_exists" in again.json()["detail"]
 
 
 async def test_an_agent_is_listed_online_as_soon_as_its_connect_returns(join, connect):

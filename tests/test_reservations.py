@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 
 from hub.services import reservations
@@ -25,7 +24,7 @@ from hub.services.paths import parse as parse_path
 from hub.store import group_commit
 from protocol.client import HubClient
 from protocol.errors import ErrorCode, RpcError
-from tests.support import RunningHub, actor_of, onboard, unique
+from tests.support import RunningHub, actor_of, grant_coordinator, onboard, sign_in_human, unique
 
 
 def on(path: str):
@@ -39,11 +38,10 @@ async def rpc_error(awaitable: Any) -> RpcError:
 
 
 async def open_dashboard(server: RunningHub, agent: dict[str, Any]) -> HubClient:
-    """A human's dashboard session: an api key traded for a browser ticket."""
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
-        response = await http.post("/v1/auth/ticket", json={"api_key": agent["api_key"]})
-    response.raise_for_status()
-    return await HubClient(server.ws_url, ticket=response.json()["ticket"]).connect()
+    """A human's dashboard session for the agent's project, signed in with
+    the operator's credential."""
+    signed_in = await sign_in_human(server, agent["project_slug"])
+    return await HubClient(server.ws_url, ticket=signed_in["ticket"]).connect()
 
 
 async def listed(client: HubClient, **filters: Any) -> list[tuple[str, str]]:
@@ -258,7 +256,7 @@ async def test_only_coordinators_and_humans_revoke(join, connect, hub_server):
     alice = await join("alice", role="developer")
     a = await connect(alice)
     b = await connect(await join("bob", role="developer"))
-    c = await connect(await join("carol", role="coordinator"))
+    c = await connect(await grant_coordinator(hub_server, await join("carol", role="coordinator")))
     await a.call("reservations.acquire", paths=["src/x.py", "src/y.py", "docs/z.md"])
 
     for who in (a, b):
@@ -400,6 +398,7 @@ async def test_fifty_agents_racing_get_exactly_one_grant(
 async def test_projects_do_not_see_or_touch_each_others_reservations(hub_server, connect):
     alice = await onboard(hub_server.http_url, unique("proj"), "alice")
     bob = await onboard(hub_server.http_url, unique("proj"), "bob", role="coordinator")
+    await grant_coordinator(hub_server, bob)
     a, b = await connect(alice), await connect(bob)
     await a.call("reservations.acquire", paths=["src/x.py"])
     theirs = await b.call("reservations.acquire", paths=["src/x.py"])

@@ -24,15 +24,22 @@ class Hub:
     sessions: set[Any] = field(default_factory=set)
     #: Rate limits (hub.services.limits), on the bus's backend.
     limiter: Limiter = field(default_factory=MemoryLimiter)
+    #: This instance's operator token (hub.services.signin), set at start-up.
+    operator_token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Actor:
     """An authenticated caller, always bound to one project.
 
-    ``agent_id`` is None for a human on the dashboard: humans act on the
-    project (answer escalations, revoke reservations, post mail) but hold no
-    claims or sessions of their own.
+    ``agent_id`` is None for a human (signed in with a human credential:
+    hub.services.signin): humans act on the project (answer escalations,
+    revoke reservations, admit agents, manage keys) but hold no claims or
+    sessions of their own. An agent's own dashboard (``bdh :dashboard``) is
+    that agent, with ``credential`` naming its ticket.
+
+    ``role`` is what the agent declared (it picks a playbook and grants
+    nothing); ``granted_role`` is what a human granted it.
     """
 
     project_id: str
@@ -41,10 +48,23 @@ class Actor:
     alias: str
     human_name: str = ""
     role: str = ""
+    granted_role: str = ""
+    #: ``key:<id>`` or ``ticket:<id>``: what authenticated the caller, so
+    #: revoking it can find the sessions it opened.
+    credential: str = ""
 
     @property
     def is_human(self) -> bool:
         return self.agent_id is None
+
+    @property
+    def via_ticket(self) -> bool:
+        return self.credential.startswith("ticket:")
+
+    def require_human(self, doing: str) -> None:
+        """Human-only actions: no agent key or agent ticket may do them."""
+        if self.agent_id is not None:
+            raise forbidden(f"only a signed-in human may {doing}", needs="human")
 
     def require_agent(self) -> str:
         if self.agent_id is None:

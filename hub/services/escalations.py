@@ -30,7 +30,7 @@ from hub.services import events, policies, webhooks
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from hub.services.events import change
-from protocol.errors import conflict, invalid_params, not_found
+from protocol.errors import conflict, forbidden, invalid_params, not_found
 from protocol.methods.escalations import (
     BEAD_ID_MAX,
     DEFAULT_EXPIRES_IN_SECONDS,
@@ -206,7 +206,8 @@ async def get(hub: Hub, actor: Actor, escalation_id: str) -> dict[str, Any]:
 
 
 async def respond(hub: Hub, actor: Actor, escalation_id: str, response: str) -> dict[str, Any]:
-    """Answer a pending escalation (humans and coordinators only); announce
+    """Answer a pending escalation (humans, and coordinators a human
+    granted the role, never on their own escalation); announce
     ``escalation.answered`` to the project. Answering twice, or after the
     escalation expired, is a CONFLICT."""
     escalation_id = _escalation_id(escalation_id)
@@ -214,6 +215,14 @@ async def respond(hub: Hub, actor: Actor, escalation_id: str, response: str) -> 
     responded_by = (actor.human_name or actor.alias) if actor.is_human else actor.alias
     async with change(hub, actor.project_id) as tx:
         await policies.require_coordinator_or_human(tx.conn, actor, "answer escalations")
+        if actor.agent_id is not None:
+            asker = await tx.conn.fetchval(
+                "SELECT agent_id FROM escalations WHERE id = $1 AND project_id = $2",
+                escalation_id,
+                actor.project_id,
+            )
+            if asker == actor.agent_id:
+                raise forbidden("an agent may not answer its own escalation", needs="human")
         row = await tx.conn.fetchrow(
             f"""
             UPDATE escalations AS e

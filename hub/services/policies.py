@@ -8,8 +8,8 @@ concurrent first reads cannot both create version 1 and two concurrent
 ``create`` calls get consecutive versions; ``UNIQUE (project_id, version)``
 backs this up.
 
-Creating, activating and resetting are for humans (dashboard tickets) and
-agents whose role is ``coordinator``; everyone in the project may read.
+Creating, activating and resetting are for humans and for agents a human
+granted the ``coordinator`` role; everyone in the project may read.
 """
 
 from __future__ import annotations
@@ -81,20 +81,22 @@ def defaults() -> dict[str, Any]:
 
 
 async def require_coordinator_or_human(conn: asyncpg.Connection, actor: Actor, doing: str) -> None:
-    """Humans may; agents only with the coordinator role. The role is read
-    from the agent's row now, not from the (possibly older) session."""
+    """Humans may; agents only when a human granted them the coordinator
+    role (``agents.grant``). The role an agent declares for itself picks
+    its playbook and grants nothing. The grant is read from the agent's row
+    now, not from the (possibly older) session."""
     if actor.is_human:
         return
-    role = await conn.fetchval(
-        "SELECT role FROM agents WHERE id = $1 AND project_id = $2 AND deleted_at IS NULL",
+    granted = await conn.fetchval(
+        "SELECT granted_role FROM agents WHERE id = $1 AND project_id = $2 AND deleted_at IS NULL",
         actor.agent_id,
         actor.project_id,
     )
-    if (role or "").strip().lower() != COORDINATOR:
+    if granted != COORDINATOR:
         raise forbidden(
-            f"only a human or an agent with role {COORDINATOR!r} may {doing}; "
-            f"your role is {role or '(none)'!r}",
-            role=role or "",
+            f"only a human, or an agent a human granted the {COORDINATOR!r} role, may {doing}",
+            needs="human",
+            granted_role=granted or "",
         )
 
 

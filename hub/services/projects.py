@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from hub.services import auth, repos
+from hub.services import admission, auth, repos, revocation
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from hub.services.events import change
@@ -62,6 +62,9 @@ class InitRequest:
     agent_type: str = "agent"
     program: str = ""
     model: str = ""
+    invitation: str = ""
+    #: Where the request came from, shown to the human deciding on it.
+    client_address: str = ""
 
 
 def slugify(text: str) -> str:
@@ -120,24 +123,39 @@ def name_prefix(alias: str) -> str:
     return alias.split("-", 1)[0]
 
 
-async def init(hub: Hub, req: InitRequest) -> dict[str, Any]:
-    """Onboard one agent. Reusing an alias is allowed only from the same
-    workspace (hostname and path), so an unauthenticated call cannot take
-    over another agent's identity."""
+async def init(hub: Hub, req: InitRequest, credential: str | None = None) -> dict[str, Any]:
+    """Onboard one agent.
+
+    Consent first: binding an alias that exists (even a deleted one) needs
+    proof, ``credential`` being that agent's key or a human's ticket of the
+    project; what the caller reports (hostname, path) is never proof. A new
+    agent joins a project whose policy is ``open``, or with an invitation
+    (``credential`` or ``req.invitation``), or once a human admitted its
+    join request; otherwise its request is held and the answer says
+    ``pending_validation``."""
     slug = req.project_slug or await _project_of_repo(hub, req.repo_origin)
     if req.alias is not None and not ALIAS_RE.match(req.alias):
         raise invalid_params(f"invalid alias {req.alias!r}: letters, digits, '.', '_' or '-'")
+    invitation = req.invitation
+    proof: Actor | None = None
+    if credential and credential.startswith(admission.INVITATION_PREFIX):
+        invitation = credential
+    elif credential:
+        proof = await auth.authenticate(hub, credential)
     for _attempt in range(5):
         try:
-            return await _init_once(hub, slug, req)
+            outcome = await _init_once(hub, slug, req, proof, invitation)
         except asyncpg.UniqueViolationError:
             if req.alias is not None:
                 raise conflict(
-                    f"alias {req.alias!r} is taken in project {slug!r}; choose another alias",
-                    alias=req.alias,
-                    error="alias_exists",
+                    _taken(req.alias, slug), alias=req.alias, error="alias_exists"
                 ) from None
             # Another init took the suggested alias at the same moment.
+            continue
+        if isinstance(outcome, RpcError):
+            # Committed (the join request is kept), then refused.
+            raise outcome
+        return outcome
     raise conflict("could not allocate an alias, try again")
 
 
@@ -159,35 +177,62 @@ async def _project_of_repo(hub: Hub, repo_origin: str) -> str:
     return str(repo["project_slug"])
 
 
-async def _init_once(hub: Hub, slug: str, req: InitRequest) -> dict[str, Any]:
+def _request_fields(req: InitRequest, alias: str) -> dict[str, Any]:
+    return {
+        "alias": alias,
+        "human_name": req.human_name,
+        "role": req.role,
+        "hostname": req.hostname,
+        "workspace_path": req.workspace_path,
+    }
+
+
+def _taken(alias: str, slug: str) -> str:
+    # bdh reads "alias_exists" in the body to offer the next free name.
+    return (
+        f"alias_exists: alias {alias!r} is taken in project {slug!r}; binding it needs that "
+        "agent's api key (Authorization: Bearer) or a human's; choose another alias"
+    )
+
+
+async def _init_once(
+    hub: Hub, slug: str, req: InitRequest, proof: Actor | None, invitation: str
+) -> dict[str, Any] | RpcError:
     project: dict[str, Any] | None = None
+    refusal: RpcError | None = None
     # The project may not exist yet: its id is known inside the transaction.
     async with change(hub, project_id="") as tx:
         project, _ = await ensure_project(tx.conn, slug, req.project_name)
         tx.project_id = project["id"]
+        if proof is not None and proof.project_id != project["id"]:
+            proof = None  # another project's credential proves nothing here
         repo = None
         if req.repo_origin:
             repo, _ = await repos.ensure(tx.conn, project["id"], req.repo_origin)
-        alias = req.alias or await suggest_alias(tx.conn, project["id"], req.role)
+        print_ = admission.fingerprint(
+            req.alias,
+            req.hostname,
+            req.workspace_path,
+            repo["canonical_origin"] if repo else "",
+            req.human_name,
+        )
+        request = None
+        if req.alias is None and proof is None:
+            # The retry of an admitted request gets the alias it was shown.
+            request = await admission.find_request(tx.conn, project["id"], print_)
+        alias = req.alias or (request["alias"] if request else None)
+        alias = alias or await suggest_alias(tx.conn, project["id"], req.role)
         existing = await tx.conn.fetchrow(
-            "SELECT id, hostname, workspace_path, deleted_at FROM agents "
-            "WHERE project_id = $1 AND alias = $2 FOR UPDATE",
+            "SELECT id, deleted_at FROM agents WHERE project_id = $1 AND alias = $2 FOR UPDATE",
             project["id"],
             alias,
         )
         if existing is not None:
-            same_place = (existing["hostname"], existing["workspace_path"]) == (
-                req.hostname,
-                req.workspace_path,
-            )
-            if not same_place and existing["deleted_at"] is None:
-                # bdh looks for "alias_exists" in the body to pick another name.
-                raise conflict(
-                    f"alias {alias!r} is taken in project {slug!r}; choose another alias",
-                    alias=alias,
-                    error="alias_exists",
-                )
             agent_id = existing["id"]
+            own_key = proof is not None and proof.agent_id == agent_id and not proof.via_ticket
+            human = proof is not None and proof.is_human
+            if not (human or (own_key and existing["deleted_at"] is None)):
+                return conflict(_taken(alias, slug), alias=alias, error="alias_exists")
             await tx.conn.execute(
                 """
                 UPDATE agents SET deleted_at = NULL, hostname = $2, workspace_path = $3,
@@ -205,11 +250,17 @@ async def _init_once(hub: Hub, slug: str, req: InitRequest) -> dict[str, Any]:
             )
             created = False
         else:
+            refusal = await _admit_new(
+                hub, tx, project, proof, invitation, print_, alias, req, repo
+            )
+            if refusal is not None:
+                return refusal
             agent_id = await tx.conn.fetchval(
                 """
                 INSERT INTO agents (project_id, repo_id, alias, human_name, email, role,
-                                    agent_type, hostname, workspace_path, program, model, repo)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                                    agent_type, hostname, workspace_path, program, model, repo,
+                                    joined_hostname)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $8)
                 RETURNING id
                 """,
                 project["id"],
@@ -224,6 +275,13 @@ async def _init_once(hub: Hub, slug: str, req: InitRequest) -> dict[str, Any]:
                 req.program,
                 req.model,
                 repo["name"] if repo else "",
+            )
+            await tx.conn.execute(
+                "UPDATE join_requests SET status = 'joined', agent_id = $2 "
+                "WHERE project_id = $1 AND fingerprint = $3 AND status = 'admitted'",
+                project["id"],
+                agent_id,
+                print_,
             )
             created = True
         key = await auth.mint_key(tx.conn, project["id"], agent_id)
@@ -248,6 +306,59 @@ async def _init_once(hub: Hub, slug: str, req: InitRequest) -> dict[str, Any]:
         "created": created,
         "workspace_created": created,
     }
+
+
+async def _admit_new(
+    hub: Hub,
+    tx: Any,
+    project: dict[str, Any],
+    proof: Actor | None,
+    invitation: str,
+    print_: str,
+    alias: str,
+    req: InitRequest,
+    repo: dict[str, Any] | None,
+) -> RpcError | None:
+    """None when a new agent may join now; else the refusal to answer
+    (after the join request it opened is committed)."""
+    policy = admission.effective(
+        hub.settings,
+        await tx.conn.fetchval("SELECT join_policy FROM projects WHERE id = $1", project["id"]),
+    )
+    if policy == admission.OPEN or (proof is not None and proof.is_human):
+        return None
+    if invitation:
+        if await admission.use_invitation(tx.conn, project["id"], invitation):
+            return None
+        return forbidden("this invitation is unknown, used up, expired or for another project")
+    request = await admission.find_request(tx.conn, project["id"], print_)
+    if request is not None and request["status"] == "admitted":
+        return None
+    if request is not None and request["status"] == "refused":
+        return forbidden(
+            f"join_refused: a human refused join request {request['id']} to project "
+            f"{project['slug']!r}",
+            join_refused=True,
+            request_id=request["id"],
+        )
+    if request is None:
+        request = await admission.open_request(
+            tx.conn,
+            project["id"],
+            print_,
+            {
+                "alias": alias,
+                "human_name": req.human_name,
+                "role": req.role,
+                "hostname": req.hostname,
+                "workspace_path": req.workspace_path,
+                "repo_origin": repo["canonical_origin"] if repo else req.repo_origin,
+                "client_address": req.client_address,
+            },
+        )
+        # The project's humans see it at once (no agent is a recipient).
+        tx.emit("join.requested", {"request_id": request["id"], **_request_fields(req, alias)}, [])
+    return admission.pending_error(project["slug"], dict(request))
 
 
 async def get(hub: Hub, project_id: str) -> dict[str, Any]:
@@ -329,10 +440,11 @@ UNKEYED_PROJECT_TABLES = ("events", "mail_deliveries", "mail_messages", "reserva
 
 async def delete(hub: Hub, actor: Actor, project_id: str) -> dict[str, Any]:
     """Delete the caller's project and everything in it (foreign keys
-    cascade). No event: the project's event log goes with it, and its keys
-    stop working."""
+    cascade). Humans only. No event: the project's event log goes with it;
+    its keys stop working and its open sessions close on every instance."""
     if project_id != actor.project_id:
         raise not_found("project not found")
+    actor.require_human("delete the project")
     online = await hub.bus.online_agents(project_id)
     async with hub.store.transaction() as conn:
         row = await conn.fetchrow(
@@ -356,8 +468,7 @@ async def delete(hub: Hub, actor: Actor, project_id: str) -> dict[str, Any]:
         for table in UNKEYED_PROJECT_TABLES:
             await conn.execute(f"DELETE FROM {table} WHERE project_id = $1", project_id)
         await conn.execute("DELETE FROM projects WHERE id = $1", project_id)
-    for agent in agents:
-        auth.forget(agent["id"])
+    await revocation.announce(hub, project_id, project=True, reason="project deleted")
     present = {a["id"] for a in agents if a["http_online"]} | (online & {a["id"] for a in agents})
     return {
         "id": project_id,

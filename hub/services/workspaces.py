@@ -14,10 +14,10 @@ from typing import Any
 
 import asyncpg
 
-from hub.services import auth, beads, claims, events, repos, reservations
+from hub.services import beads, claims, events, repos, reservations, revocation
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
-from protocol.errors import RpcError, not_found
+from protocol.errors import RpcError, forbidden, not_found
 
 _COLUMNS = """
     a.id, a.alias, a.human_name, a.role, a.agent_type, a.program, a.model, a.repo, a.branch,
@@ -172,6 +172,34 @@ async def team(
     return picked
 
 
+async def _may_delete(hub: Hub, actor: Actor, workspace_id: str) -> None:
+    if actor.is_human or workspace_id == actor.agent_id:
+        return
+    row = await hub.store.fetchrow(
+        """
+        SELECT t.id, t.joined_hostname, coalesce(t.http_online_until > now(), false) AS http_online,
+               me.joined_hostname AS my_host
+        FROM agents t JOIN agents me ON me.id = $3 AND me.project_id = t.project_id
+        WHERE t.project_id = $1 AND t.id::text = $2 AND t.deleted_at IS NULL
+        """,
+        actor.project_id,
+        workspace_id,
+        actor.agent_id,
+    )
+    if row is None:
+        raise not_found(f"workspace {workspace_id} not found")
+    same_host = bool(row["my_host"]) and row["joined_hostname"] == row["my_host"]
+    if not same_host:
+        raise forbidden(
+            "an agent deletes only its own workspace or offline ones of its own host; "
+            "a human deletes the others",
+            needs="human",
+        )
+    online = row["http_online"] or row["id"] in await hub.bus.online_agents(actor.project_id)
+    if online:
+        raise forbidden(f"workspace {workspace_id} is online: only a human may delete it")
+
+
 async def delete(hub: Hub, actor: Actor, workspace_id: str) -> dict[str, Any]:
     """Soft-delete a workspace of the caller's project. Unknown ids, ids of
     another project and already deleted workspaces are all "not found".
@@ -179,7 +207,14 @@ async def delete(hub: Hub, actor: Actor, workspace_id: str) -> dict[str, Any]:
     What the workspace held goes with it, so a workspace that is gone
     blocks nobody: its claims are released (``claim.released``, reason
     ``workspace_deleted``) in the same transaction, then its reservations
-    (``reservation.released``)."""
+    (``reservation.released``).
+
+    Who may: a human; the agent itself; and, for bdh's clean-up of gone
+    worktrees, another agent of the project admitted from the same host
+    (as both reported it when they joined, not as they say now) when the
+    workspace is offline. The deleted agent's keys and tickets stop working
+    and its open sessions close on every instance."""
+    await _may_delete(hub, actor, workspace_id)
     async with events.change(hub, actor.project_id) as tx:
         row = await tx.conn.fetchrow(
             """
@@ -214,7 +249,7 @@ async def delete(hub: Hub, actor: Actor, workspace_id: str) -> dict[str, Any]:
             "claims_released": [c["bead_id"] for c in released],
         }
         tx.emit("workspace.deleted", {**result, "by": actor.alias})
-    auth.forget(agent_id)
+    await revocation.announce(hub, actor.project_id, agent_ids=[agent_id], reason="deleted")
     # Released as the holder itself, through the reservations service, so
     # the events and expiry timers are the usual ones.
     holder = Actor(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from hub.services import idempotency
+from hub.services import audit, idempotency
 from hub.services.context import Actor, Hub
 from protocol.errors import ErrorCode, RpcError
 from protocol.methods import CATALOGUE
@@ -86,6 +86,21 @@ async def dispatch(call: Call, name: str, params: dict[str, Any]) -> Any:
     if handler is None:
         raise RpcError(ErrorCode.METHOD_NOT_FOUND, f"method not found: {name}")
     parsed = parse_params(CATALOGUE[name], params)
+    if not call.actor.is_human or audit.is_read(name):
+        return await _run(call, name, handler, parsed)
+    # Every human action goes to the audit trail, with its outcome.
+    try:
+        result = await _run(call, name, handler, parsed)
+    except RpcError as exc:
+        await audit.record(
+            call.hub, call.actor, name, outcome=audit.outcome_of(exc), detail=audit.summary(params)
+        )
+        raise
+    await audit.record(call.hub, call.actor, name, detail=audit.summary(params))
+    return result
+
+
+async def _run(call: Call, name: str, handler: Handler, parsed: Any) -> Any:
     key = getattr(parsed, "idempotency_key", None)
     # A call that waits holds no transaction open for its wait: its
     # handler hands the key to the service (hub.services.idempotency).

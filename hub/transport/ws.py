@@ -2,9 +2,13 @@
 
 Behaviour and limits:
 
-- Auth happens in the handshake (``Authorization: Bearer <api_key>``, or
-  ``?ticket=`` for browsers). A bad key gets HTTP 401 with a JSON body and no
-  socket.
+- Auth happens in the handshake (``Authorization: Bearer <api_key or
+  ticket>``; browsers, which cannot set headers, offer the subprotocols
+  ``beadhub`` and ``beadhub.ticket.<ticket>``). Never in the URL, which
+  proxies and access logs keep. A bad credential gets HTTP 401 with a JSON
+  body and no socket. When the credential is revoked (a key revoked or
+  rotated, the agent or project deleted, the ticket signed out or
+  expired) the socket is closed with 4001 on whichever instance holds it.
 - Requests run concurrently (a ``chat.send`` that waits does not hold up
   the session), at most ``MAX_IN_FLIGHT`` at once; more get RATE_LIMITED.
   Responses may therefore arrive out of order: match them by ``id``.
@@ -45,7 +49,7 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from hub import logs, metrics
-from hub.services import auth, delivery, events, limits, presence
+from hub.services import auth, delivery, events, limits, presence, revocation
 from hub.services.context import Actor, Hub
 from hub.store import database_unavailable
 from hub.transport.rpc import HANDLERS, Call, dispatch
@@ -61,6 +65,13 @@ MAX_IN_FLIGHT = 64
 MAX_QUEUED = 10_000
 #: Close code for a session that fell behind: reconnect with ``?cursor=``.
 CLOSE_RESUME = 1013
+#: Close code for a session whose credential was revoked: do not reconnect.
+CLOSE_REVOKED = 4001
+#: How long a revoked session lets its calls in flight finish (a key
+#: rotation's answer reaches the caller) before it closes.
+REVOKE_GRACE_SECONDS = 1.0
+SUBPROTOCOL = "beadhub"
+TICKET_SUBPROTOCOL = "beadhub.ticket."
 _FRAME_KEY = "\x00frame"
 
 _DELIVERED = metrics.EVENTS_DELIVERED
@@ -100,12 +111,19 @@ def _event_frame(message: dict[str, Any]) -> str:
 
 
 class AgentSession:
-    def __init__(self, hub: Hub, actor: Actor, websocket: WebSocket) -> None:
+    def __init__(
+        self, hub: Hub, actor: Actor, websocket: WebSocket, expires_at: float | None = None
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.hub = hub
         self.actor = actor
         self.websocket = websocket
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.expires_at = expires_at
+        self._revoked = False
+        self._revoke_task: asyncio.Task[None] | None = None
+        self._unwatch: Any = None
+        #: Frames, None (close to resume: 1013) or a close code.
+        self._queue: asyncio.Queue[str | int | None] = asyncio.Queue()
         #: Frames handed to the writer task and not written yet: while
         #: there are any, a new frame queues behind them.
         self._unsent = 0
@@ -205,6 +223,9 @@ class AgentSession:
             frame = await self._queue.get()
             if frame is None:
                 await self.websocket.close(code=CLOSE_RESUME)
+                return
+            if isinstance(frame, int):
+                await self.websocket.close(code=frame, reason="credential revoked")
                 return
             await self.websocket.send_text(frame)
             self._unsent -= 1
@@ -311,6 +332,24 @@ class AgentSession:
             self._room.set()
             self._queue.put_nowait(None)
 
+    def revoke(self, reason: str) -> None:
+        """Revocation callback: refuse new calls now, let those in flight
+        answer, then close with 4001."""
+        if self._revoked or self._closing:
+            return
+        self._revoked = True
+        logger.info("session %s: credential %s (%s); closing", self.id, reason, self.actor.alias)
+        self._revoke_task = asyncio.get_running_loop().create_task(self._close_revoked())
+
+    async def _close_revoked(self) -> None:
+        current = asyncio.current_task()
+        pending = [t for t in self._in_flight if t is not current]
+        if pending:
+            await asyncio.wait(pending, timeout=REVOKE_GRACE_SECONDS)
+        if not self._closing:
+            self._closing = True
+            self._queue.put_nowait(CLOSE_REVOKED)
+
     # -- incoming -------------------------------------------------------------
 
     async def handle(self, raw: str | bytes) -> None:
@@ -359,6 +398,10 @@ class AgentSession:
     def start_request(self, raw: str | bytes) -> None:
         if self._closing:
             return
+        if self._revoked:
+            refused = RpcError(ErrorCode.UNAUTHORIZED, "this session's credential was revoked")
+            self.send(jsonrpc.error(_request_id(raw), refused).decode())
+            return
         if len(self._in_flight) >= MAX_IN_FLIGHT:
             metrics.rate_limited("in_flight")
             error = RpcError(
@@ -393,13 +436,21 @@ class AgentSession:
             wants=self._wants,
             agent=self.actor.agent_id,
         )
-        if self.actor.agent_id is not None:
+        self._unwatch = revocation.watch(self.hub, self.actor, self.revoke, self.expires_at)
+        if self._counts_presence:
             try:
                 await presence.session_opened(self.hub, self.actor, self.id)
             except BaseException:
+                self._unwatch()
                 self.hub.sessions.discard(self)
                 await self.hub.relay.remove(self._channel, self.on_event)
                 raise
+
+    @property
+    def _counts_presence(self) -> bool:
+        """An agent's own sessions make it online; its dashboard view (a
+        ticket) does not."""
+        return self.actor.agent_id is not None and not self.actor.via_ticket
 
     @property
     def _channel(self) -> str:
@@ -435,6 +486,8 @@ class AgentSession:
     async def close(self) -> None:
         self._closing = True
         self.hub.sessions.discard(self)
+        if self._unwatch is not None:
+            self._unwatch()
         if self._direct is not None:
             self._direct.deliver_to(None)
         await self.hub.relay.remove(self._channel, self.on_event)
@@ -442,7 +495,7 @@ class AgentSession:
             self._catch_up_task.cancel()
         for task in list(self._in_flight):
             task.cancel()
-        if self.actor.agent_id is not None:
+        if self._counts_presence:
             try:
                 await presence.session_closed(self.hub, self.actor, self.id)
             except Exception:
@@ -454,22 +507,46 @@ def _count_error(method: str, code: int) -> None:
     metrics.METHOD_ERRORS.labels(method=name, transport="ws", code=str(code)).inc()
 
 
-async def authenticate_socket(hub: Hub, websocket: WebSocket) -> Actor:
-    ticket = websocket.query_params.get("ticket")
-    if ticket:
-        from hub.services import tickets
-
-        return await tickets.redeem(hub, ticket)
-    return await auth.authenticate(hub, auth.bearer_token(websocket.headers.get("authorization")))
+def offered_ticket(websocket: WebSocket) -> str | None:
+    for offered in websocket.scope.get("subprotocols") or ():
+        if offered.startswith(TICKET_SUBPROTOCOL):
+            return str(offered[len(TICKET_SUBPROTOCOL) :])
+    return None
 
 
-async def admit(hub: Hub, websocket: WebSocket) -> Actor:
-    """The caller, counted against the limits on refused credentials (per
-    address) and on sessions opened (per key)."""
+async def authenticate_socket(
+    hub: Hub, websocket: WebSocket
+) -> tuple[Actor, float | None, str | None]:
+    """The caller, when its ticket expires, and the subprotocol to accept."""
+    if "ticket" in websocket.query_params:
+        raise RpcError(
+            ErrorCode.UNAUTHORIZED,
+            "a ticket never goes in the URL: send it as Authorization: Bearer, or offer the "
+            f"subprotocols {SUBPROTOCOL!r} and '{TICKET_SUBPROTOCOL}<ticket>'",
+        )
+    ticket = offered_ticket(websocket)
+    token = ticket or auth.bearer_token(websocket.headers.get("authorization"))
+    actor, expires = await auth.resolve(hub, token)
+    if expires is not None and expires.timestamp() <= time.time():
+        raise RpcError(ErrorCode.UNAUTHORIZED, "invalid or expired ticket: sign in again")
+    return actor, expires.timestamp() if expires else None, SUBPROTOCOL if ticket else None
+
+
+async def admit(hub: Hub, websocket: WebSocket) -> tuple[Actor, float | None, str | None]:
+    """The caller (with its ticket's expiry and the subprotocol to accept),
+    counted against the limits on refused credentials (per address) and on
+    sessions opened (per key)."""
     address = websocket.client.host if websocket.client is not None else "unknown"
-    actor = await limits.authenticated(hub, address, lambda: authenticate_socket(hub, websocket))
+    found: list[tuple[float | None, str | None]] = []
+
+    async def attempt() -> Actor:
+        actor, expires_at, subprotocol = await authenticate_socket(hub, websocket)
+        found.append((expires_at, subprotocol))
+        return actor
+
+    actor = await limits.authenticated(hub, address, attempt)
     await limits.check(hub, "session_open", limits.caller_key(actor), "too many sessions opened")
-    return actor
+    return actor, *found[0]
 
 
 def _denial(exc: RpcError) -> JSONResponse:
@@ -497,7 +574,7 @@ def _connect_options(websocket: WebSocket) -> tuple[int | None, list[str] | None
 async def agent_socket(websocket: WebSocket) -> None:
     hub: Hub = websocket.app.state.hub
     try:
-        actor = await admit(hub, websocket)
+        actor, expires_at, subprotocol = await admit(hub, websocket)
         cursor, subscription = _connect_options(websocket)
     except RpcError as exc:
         await websocket.send_denial_response(_denial(exc))
@@ -508,7 +585,7 @@ async def agent_socket(websocket: WebSocket) -> None:
         return
     # The session's task: its lines (uvicorn's "[accepted]" too) name it.
     logs.set_call(actor.project_slug, actor.alias, "session")
-    session = AgentSession(hub, actor, websocket)
+    session = AgentSession(hub, actor, websocket, expires_at)
     session.subscribe(subscription)
     try:
         await session.open(cursor)
@@ -523,7 +600,7 @@ async def agent_socket(websocket: WebSocket) -> None:
         await websocket.send_denial_response(JSONResponse(body, status_code=503))
         return
     try:
-        await websocket.accept()
+        await websocket.accept(subprotocol=subprotocol)
     except BaseException:
         await session.close()
         raise

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from protocol.methods import (
     activity,
+    authority,
     beads,
     chat,
     escalations,
@@ -26,8 +27,22 @@ from protocol.methods import (
 CATALOGUE: dict[str, type[BaseModel]] = {}
 for _module in (
     session, escalations, policies, mail, chat, activity, beads, reservations,
-    search, team, webhooks, news,
+    search, team, webhooks, news, authority,
 ):  # fmt: skip
     CATALOGUE.update(_module.METHODS)
 
-__all__ = ["CATALOGUE"]
+#: Methods only a human may call (some also an agent a human granted the
+#: coordinator role). The services decide, from the Actor; this list is for
+#: the docs and for the generated security tests (tests/test_security.py).
+HUMAN_ONLY: frozenset[str] = frozenset(
+    {
+        "escalations.respond",
+        "policy.create",
+        "policy.activate",
+        "policy.reset",
+        "reservations.revoke",
+        *authority.HUMAN_ONLY,
+    }
+)
+
+__all__ = ["CATALOGUE", "HUMAN_ONLY"]

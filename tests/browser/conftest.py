@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
@@ -101,8 +102,8 @@ async def new_page(browser: Browser) -> AsyncIterator[NewPage]:
 
 
 async def sign_in(page: Page, server_url: str, api_key: str) -> None:
-    """Open the dashboard the way a ``bdh :dashboard`` link does and wait
-    until it is live."""
+    """Open an agent's own view of the dashboard the way a ``bdh
+    :dashboard`` link does and wait until it is live."""
     await page.goto(f"{server_url}/#key={api_key}")
     await expect(page.locator("#app")).to_be_visible()
     await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
@@ -115,6 +116,21 @@ def screenshot_dir(tmp_path: Path) -> Path:
     out = Path(os.environ.get("BEADHUB_SCREENSHOTS") or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
     return out
+async def sign_in_human(
+    page: Page, server: RunningHub, project_slug: str, human: str = "juan", url: str = ""
+) -> None:
+    """Open the dashboard as a human, with a one-time sign-in link made by
+    the operator (what ``beadhub signin`` prints), and wait until it is live."""
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as client:
+        response = await client.post(
+            "/v1/auth/links",
+            json={"human_name": human, "project_slug": project_slug},
+            headers={"Authorization": f"Bearer {server.hub.operator_token}"},
+        )
+    response.raise_for_status()
+    await page.goto(f"{url or server.http_url}/#signin={response.json()['token']}")
+    await expect(page.locator("#app")).to_be_visible()
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
 
 
 def agent_card(page: Page, alias: str) -> Any:

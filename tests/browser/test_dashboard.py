@@ -16,8 +16,8 @@ from playwright.async_api import Page, expect
 
 from protocol.client import HubClient
 from protocol.errors import ErrorCode, RpcError
-from tests.browser.conftest import PHONE, FrontDoor, agent_card, sign_in
-from tests.support import REDIS_URL, RunningHub, onboard, running_hub, unique
+from tests.browser.conftest import PHONE, FrontDoor, agent_card, sign_in, sign_in_human
+from tests.support import REDIS_URL, RunningHub, grant_coordinator, onboard, running_hub, unique
 
 # The team view must follow presence within about a second; the bound is a
 # little wider so a loaded CI machine does not turn into a flaky test.
@@ -38,7 +38,8 @@ async def test_link_sign_in_keeps_a_ticket_and_drops_the_key(new_page, join, hub
     await sign_in(page, hub_server.http_url, alice["api_key"])
 
     await expect(page.locator("#project-slug")).to_have_text(slug)
-    await expect(page.locator("#human-name")).to_have_text("Juan")
+    # An agent's key opens that agent's own view, never a human's.
+    await expect(page.locator("#human-name")).to_have_text("alice (agent view)")
     assert "key" not in page.url and alice["api_key"] not in page.url
     stored = await session_storage(page)
     assert alice["api_key"] not in repr(stored)
@@ -81,15 +82,15 @@ async def test_form_sign_in_and_a_bad_key(new_page, join, hub_server, slug):
     new_page.allow("status of 401")  # the bad key's answer
     await page.goto(hub_server.http_url + "/")
 
-    await page.get_by_label("Project API key").fill("bh_not_a_real_key")
+    await page.get_by_label("Sign-in token").fill("bh_not_a_real_key")
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.locator("#signin-error")).to_contain_text("Sign-in failed")
     await expect(page.locator("#app")).to_be_hidden()
 
-    await page.get_by_label("Project API key").fill(alice["api_key"])
+    await page.get_by_label("Sign-in token").fill(alice["api_key"])
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.locator("#project-slug")).to_have_text(slug)
-    await expect(page.get_by_label("Project API key")).to_have_value("")
+    await expect(page.get_by_label("Sign-in token")).to_have_value("")
     assert alice["api_key"] not in repr(await session_storage(page))
 
     # A reload keeps the session (the ticket), without the key.
@@ -129,7 +130,7 @@ async def test_team_follows_agents_online_and_offline_live(new_page, join, conne
     alice = await join("alice")
     bob = await join("bob", human_name="Maria", role="backend")
     page = await new_page()
-    await sign_in(page, hub_server.http_url, alice["api_key"])
+    await sign_in_human(page, hub_server, alice["project_slug"])
     card = agent_card(page, "bob")
     await expect(card).to_have_attribute("data-online", "false")
     await expect(card.locator(".agent-state")).to_have_text("offline")
@@ -161,7 +162,7 @@ async def test_team_view_follows_agents_on_another_instance(
     alice = await onboard(redis_hub_server.http_url, slug, "alice")
     bob = await onboard(redis_hub_server.http_url, slug, "bob")
     page = await new_page()
-    await sign_in(page, redis_hub_server.http_url, alice["api_key"])
+    await sign_in_human(page, redis_hub_server, alice["project_slug"])
     card = agent_card(page, "bob")
     await expect(card).to_have_attribute("data-online", "false")
     async with running_hub(
@@ -180,7 +181,7 @@ async def test_team_view_follows_agents_on_another_instance(
 async def test_a_new_agent_appears_without_reload(new_page, join, connect, hub_server):
     alice = await join("alice")
     page = await new_page()
-    await sign_in(page, hub_server.http_url, alice["api_key"])
+    await sign_in_human(page, hub_server, alice["project_slug"])
     await expect(agent_card(page, "alice")).to_be_visible()
 
     carol = await join("carol")
@@ -194,7 +195,7 @@ async def test_agent_timeline_shows_its_recent_events(new_page, join, connect, h
     client = await connect(bob)
     await client.call("presence.update", focus="reading the spec")
     page = await new_page()
-    await sign_in(page, hub_server.http_url, alice["api_key"])
+    await sign_in_human(page, hub_server, alice["project_slug"])
 
     await agent_card(page, "bob").locator(".agent-open").click()
     timeline = page.locator("#timeline")
@@ -233,7 +234,7 @@ async def test_ready_work_and_claims_follow_the_team(new_page, join, connect, hu
     alice, bob = await join("alice"), await join("bob")
     b = await connect(bob)
     page = await new_page()
-    await sign_in(page, hub_server.http_url, alice["api_key"])
+    await sign_in_human(page, hub_server, alice["project_slug"])
     ready, claimed = page.locator("#ready"), page.locator("#claims")
     await expect(page.locator("#ready-empty")).to_be_visible()
 
@@ -266,7 +267,7 @@ async def test_reservation_appears_and_counts_down(new_page, join, connect, hub_
     alice, bob = await join("alice"), await join("bob")
     b = await connect(bob)
     page = await new_page()
-    await sign_in(page, hub_server.http_url, alice["api_key"])
+    await sign_in_human(page, hub_server, alice["project_slug"])
 
     await b.call(
         "reservations.acquire", paths=["src/auth/session.py"], ttl_seconds=120, reason="wid-12"
@@ -303,7 +304,7 @@ async def test_an_expired_reservation_leaves_the_page(new_page, join, connect, h
     alice, bob = await join("alice"), await join("bob")
     b = await connect(bob)
     page = await new_page()
-    await sign_in(page, hub_server.http_url, alice["api_key"])
+    await sign_in_human(page, hub_server, alice["project_slug"])
     await b.call("reservations.acquire", paths=["docs/**"], ttl_seconds=2)
     row = page.locator('#reservations li[data-path="docs/**"]')
     await expect(row).to_be_visible(timeout=LIVE)
@@ -316,7 +317,7 @@ async def test_revoke_a_stale_reservation_from_the_page(new_page, join, connect,
     await b.call("reservations.acquire", paths=["migrations/0042.sql"], ttl_seconds=600)
     await b.call("reservations.acquire", paths=["README.md"], ttl_seconds=600)
     page = await new_page()
-    await sign_in(page, hub_server.http_url, alice["api_key"])
+    await sign_in_human(page, hub_server, alice["project_slug"])
     row = page.locator('#reservations li[data-path="migrations/0042.sql"]')
     await expect(row).to_be_visible()
 
@@ -338,9 +339,10 @@ async def test_revoke_a_stale_reservation_from_the_page(new_page, join, connect,
 
 async def test_policy_shows_live_and_a_human_rolls_it_back(new_page, join, connect, hub_server):
     alice = await join("alice")
-    lead = await connect(await join("lena", role="coordinator"))
+    lena = await join("lena", role="coordinator")
+    lead = await connect(await grant_coordinator(hub_server, lena))
     page = await new_page()
-    await sign_in(page, hub_server.http_url, alice["api_key"])
+    await sign_in_human(page, hub_server, alice["project_slug"])
     version = page.locator("#policy-version")
     await expect(version).to_have_value("1")
     await expect(page.locator("#invariants li").first).to_be_visible()
@@ -374,7 +376,7 @@ async def test_human_posts_mail_to_one_agent_and_to_everyone(new_page, join, con
     alice, bob, carol = await join("alice"), await join("bob"), await join("carol")
     b, c = await connect(bob), await connect(carol)
     page = await new_page()
-    await sign_in(page, hub_server.http_url, alice["api_key"])
+    await sign_in_human(page, hub_server, alice["project_slug"])
     await expect(page.locator("#mail-to option[value=bob]")).to_be_attached()
 
     await page.locator("#mail-to").select_option("bob")
@@ -406,7 +408,7 @@ async def test_feed_shows_agents_mail_and_chat(new_page, join, connect, hub_serv
     a, _ = await connect(alice), await connect(bob)
     await a.call("mail.send", to=["bob"], subject="Schema question", body="Is `id` a uuid?")
     page = await new_page()
-    await sign_in(page, hub_server.http_url, alice["api_key"])
+    await sign_in_human(page, hub_server, alice["project_slug"])
 
     feed = page.locator("#activity")
     await expect(feed).to_contain_text("Schema question")  # from before the page opened
@@ -427,7 +429,7 @@ async def test_answer_an_escalation_from_the_page(new_page, join, connect, hub_s
     alice, bob = await join("alice"), await join("bob")
     b = await connect(bob)
     page = await new_page()
-    await sign_in(page, hub_server.http_url, alice["api_key"])
+    await sign_in_human(page, hub_server, alice["project_slug"])
     badge = page.locator("#escalation-count")
     await expect(badge).to_have_text("0")
 
@@ -471,7 +473,7 @@ async def test_phone_width_shows_the_team_without_sideways_scrolling(
         focus="making the settings page responsive on small screens",
     )
     page = await new_page(viewport=PHONE)
-    await sign_in(page, hub_server.http_url, alice["api_key"])
+    await sign_in_human(page, hub_server, alice["project_slug"])
 
     card = agent_card(page, "bob")
     await expect(card).to_be_visible()
@@ -491,7 +493,7 @@ async def test_dark_mode_follows_the_system(new_page, join, hub_server):
     colours = {}
     for scheme in ("light", "dark"):
         page = await new_page(color_scheme=scheme)
-        await sign_in(page, hub_server.http_url, alice["api_key"])
+        await sign_in_human(page, hub_server, alice["project_slug"])
         colours[scheme] = await page.evaluate(
             """() => {
                 const lum = (el, prop) => {
@@ -520,7 +522,7 @@ async def test_survives_a_restart_and_a_switch_to_another_instance(
     page = await new_page()
     sockets: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
-    await sign_in(page, front_door.http_url, alice["api_key"])
+    await sign_in_human(page, hub_server, alice["project_slug"], url=front_door.http_url)
     b = await connect(bob)
     await b.call("presence.update", focus="before the restart")
     card = agent_card(page, "bob")
@@ -615,7 +617,7 @@ async def test_screenshots_of_a_busy_team(new_page, connect, hub_server, screens
         page = await new_page(**options)
         requested: list[str] = []
         page.on("request", lambda request, seen=requested: seen.append(request.url))
-        await sign_in(page, hub_server.http_url, team["dave"]["api_key"])
+        await sign_in_human(page, hub_server, team["dave"]["project_slug"])
         await expect(page.locator("#escalation-count")).to_have_text("1")
         await expect(page.locator("#activity li")).to_have_count(4)
         await expect(page.locator("#claims li")).to_have_count(2)

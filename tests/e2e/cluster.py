@@ -154,6 +154,10 @@ class Cluster:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.nginx.port}"
 
+    def operator_token(self, index: int = 0) -> str:
+        """What ``beadhub serve`` wrote for the CLI on its host."""
+        return (self.workdir / self.names[index] / "operator-token").read_text().strip()
+
     def instance_id(self, index: int) -> str:
         return self.hubs[index].env["BEADHUB_INSTANCE_ID"]
 
@@ -238,6 +242,8 @@ async def running_cluster(
                 "BEADHUB_BUS_PREFIX": prefix,
                 "BEADHUB_INSTANCE_ID": f"{name}-{uuid.uuid4().hex[:6]}",
                 "BEADHUB_LOG_LEVEL": "info",
+                # Where each hub writes its operator token (a human's credential).
+                "BEADHUB_DATA_DIR": str(workdir / name),
                 **FAST_LIVENESS,
                 **(env or {}),
             },

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from hub.transport.http import (  # noqa: F401  (register routes)
+    authority,
     beads,
     delivery,
     governance,

@@ -93,6 +93,7 @@ async def active_policy(call: HttpCall, query: i.PolicyQuery) -> Response:
     tag=TAG,
     response=o.ResetPolicyResponse,
     errors={403: "only the coordinator or a human may reset the policy"},
+    human=True,
 )
 async def reset_policy(call: HttpCall) -> dict[str, Any]:
     return await policies.reset(call.hub, call.actor)

@@ -57,6 +57,8 @@ class InitRequest(StrictBody):
     agent_type: str = Field(default="agent", max_length=64)
     program: Name = ""
     model: Name = ""
+    #: A human's invitation (also accepted as Authorization: Bearer bhi_...).
+    invitation: str = Field(default="", max_length=200)
 
 
 class TicketRequest(StrictBody):
@@ -65,6 +67,50 @@ class TicketRequest(StrictBody):
 
 class TicketRevokeRequest(StrictBody):
     ticket: str = Field(min_length=1, max_length=200)
+
+
+class SignInRequest(StrictBody):
+    token: str = Field(min_length=1, max_length=200)
+    project_slug: str = Field(default="", max_length=64)
+    human_name: str = Field(default="", max_length=100)
+
+
+class SignInLinkRequest(StrictBody):
+    human_name: str = Field(min_length=1, max_length=100)
+    project_slug: str = Field(default="", max_length=64)
+    ttl_seconds: int = Field(default=15 * 60, ge=60, le=7 * 86400)
+
+
+class JoinPolicyRequest(StrictBody):
+    join_policy: Annotated[str, StringConstraints(pattern="^(open|approval)$")] | None
+
+
+class InvitationRequest(StrictBody):
+    uses: int = Field(default=1, ge=1, le=1000)
+    ttl_seconds: int = Field(default=7 * 86400, ge=60, le=30 * 86400)
+
+
+class RotateKeyRequest(StrictBody):
+    agent_id: Id | None = None
+
+
+class GrantRequest(StrictBody):
+    role: Annotated[str, StringConstraints(pattern="^coordinator$")] | None
+
+
+class JoinRequestsQuery(Query):
+    status: Annotated[str, StringConstraints(pattern="^(pending|admitted|refused|joined)$")] = (
+        "pending"
+    )
+
+
+class KeysQuery(Query):
+    agent_id: Id | None = None
+
+
+class AuditQuery(Query):
+    limit: Limit1000 = 100
+    before: int | None = Field(default=None, ge=1, le=2**63 - 1)
 
 
 class EnsureProjectRequest(StrictBody):

@@ -50,20 +50,31 @@ async def ready(call: HttpCall) -> Response:
     tag=TAG,
     body=i.InitRequest,
     response=o.InitResponse,
-    errors={409: "the alias is taken by another workspace"},
+    errors={
+        403: "pending_validation: a human must admit the agent first (or join_refused)",
+        409: "alias_exists: the alias is taken and no proof was sent",
+    },
     auth=False,
     rate="onboarding",
 )
 async def init(call: HttpCall, body: i.InitRequest) -> dict[str, Any]:
-    """Unauthenticated. Creates (or reuses) the project named by
-    project_slug (or derived from repo_origin), the repo, an agent with an
-    alias and its workspace; answers with the api key."""
-    return await projects.init(call.hub, projects.InitRequest(**body.model_dump()))
+    """No key needed for a new agent of an open project. Creates (or
+    reuses) the project named by project_slug (or derived from
+    repo_origin), the repo, an agent with an alias and its workspace;
+    answers with the api key. Binding an existing alias needs proof in
+    Authorization (that agent's key or a human's ticket); an invitation
+    may ride there too."""
+    client = call.request.client
+    request = projects.InitRequest(
+        **body.model_dump(), client_address=client.host if client else ""
+    )
+    token = auth.bearer_token(call.request.headers.get("authorization"))
+    return await projects.init(call.hub, request, token)
 
 
 @api.post(
     "/v1/auth/ticket",
-    summary="Trade an api key for a dashboard ticket",
+    summary="Trade an agent's api key for a ticket to its own dashboard view",
     tag=TAG,
     body=i.TicketRequest,
     response=o.TicketResponse,
@@ -74,7 +85,7 @@ async def issue_ticket(call: HttpCall, body: i.TicketRequest) -> dict[str, Any]:
     # A refused key here counts like one in an Authorization header.
     address = client_address(call.request)
     return await limits.authenticated(
-        call.hub, address, lambda: tickets.issue(call.hub, body.api_key)
+        call.hub, address, lambda: tickets.issue_for_agent(call.hub, body.api_key)
     )
 
 
@@ -154,6 +165,7 @@ async def current_project(call: HttpCall) -> dict[str, Any]:
     tag=TAG,
     response=o.DeleteProjectResponse,
     errors=NOT_FOUND,
+    human=True,
 )
 async def delete_project(call: HttpCall) -> dict[str, Any]:
     return await projects.delete(call.hub, call.actor, call.path("project_id"))

@@ -48,6 +48,96 @@ class TicketRevokeResponse(Out):
     revoked: bool
 
 
+class SignInResponse(Out):
+    """A human ticket; for the operator token without a project, the
+    projects to choose from instead."""
+
+    ticket: str | None = None
+    expires_at: str | None = None
+    project_slug: str | None = None
+    human_name: str | None = None
+    choose_project: bool | None = None
+    projects: list[str] | None = None
+
+
+class SignInLinkResponse(Out):
+    token: str
+    url: str
+    project_slug: str
+    human_name: str
+    expires_at: str
+
+
+class JoinPolicyResponse(Out):
+    join_policy: str
+    default: bool
+    hub_default: str
+
+
+class JoinRequestView(Out):
+    request_id: str
+    alias: str
+    status: str
+    hostname: str
+    workspace_path: str
+    created_at: str
+
+
+class JoinRequestsResponse(Out):
+    requests: list[JoinRequestView]
+    count: int
+
+
+class InvitationResponse(Out):
+    invitation: str
+    invitation_id: str
+    project_slug: str
+    uses: int
+    expires_at: str
+
+
+class KeyView(Out):
+    key_id: str
+    agent_id: str
+    alias: str
+    prefix: str
+    created_at: str
+    active: bool
+
+
+class KeysResponse(Out):
+    keys: list[KeyView]
+    count: int
+
+
+class RotateKeyResponse(Out):
+    api_key: str
+    key_id: str
+    agent_id: str
+    revoked: list[str]
+
+
+class GrantResponse(Out):
+    agent_id: str
+    alias: str
+    granted_role: str | None
+
+
+class AuditEntry(Out):
+    id: int
+    at: str
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    detail: dict[str, Any]
+
+
+class AuditResponse(Out):
+    entries: list[AuditEntry]
+    count: int
+
+
 class EnsureProjectResponse(Out):
     project_id: str
     slug: str

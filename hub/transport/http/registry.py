@@ -31,7 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from hub import logs, metrics
-from hub.services import idempotency, limits
+from hub.services import audit, idempotency, limits
 from hub.services.context import Actor, Hub
 from hub.transport.http.base import (
     ORJSONResponse,
@@ -89,6 +89,9 @@ class Operation:
     #: Extra documented answers: status -> description.
     errors: dict[int, str] = field(default_factory=dict)
     auth: bool = True
+    #: Human-only (for the docs and the generated security tests; the
+    #: service decides, from the Actor).
+    human: bool = False
     media_type: str = "application/json"
     #: The rate limit (hub.services.limits.RULES) counted per client
     #: address before anything else; authenticated calls also count
@@ -133,6 +136,7 @@ class Api:
         status: int = 200,
         errors: dict[int, str] | None = None,
         auth: bool = True,
+        human: bool = False,
         media_type: str = "application/json",
         rate: str | None = "",
         retryable: bool = False,
@@ -157,6 +161,7 @@ class Api:
                     status=status,
                     errors=errors or {},
                     auth=auth,
+                    human=human,
                     media_type=media_type,
                     rate=rate,
                     retryable=retryable,
@@ -221,13 +226,19 @@ def _runner(op: Operation) -> Callable[[Request], Awaitable[Response]]:
             kwargs["query"] = read_query(request, op.query)
         waits = bool(getattr(kwargs.get("body"), "wait", None))
         key = call.idempotency_key if op.retryable else None
-        if waits:
-            # A long request: the client going away ends it (and its place in line).
-            result = await _until_disconnected(request, op.handler(call, **kwargs))
-        elif key is not None:
-            result = await _once(call, op, key, data, kwargs)
+
+        async def handle() -> Any:
+            if waits:
+                # A long request: the client going away ends it (and its place in line).
+                return await _until_disconnected(request, op.handler(call, **kwargs))
+            if key is not None:
+                return await _once(call, op, key, data, kwargs)
+            return await op.handler(call, **kwargs)
+
+        if actor is not None and actor.is_human and op.method != "GET":
+            result = await _audited(op, call, kwargs, handle)
         else:
-            result = await op.handler(call, **kwargs)
+            result = await handle()
         if isinstance(result, Response):
             return result
         return ORJSONResponse(result, status_code=op.status)
@@ -297,6 +308,27 @@ async def _until_disconnected(request: Request, work: Awaitable[Any]) -> Any:
     if task.cancelled():
         return Response(status_code=499)
     return task.result()
+
+
+async def _audited(
+    op: Operation, call: HttpCall, kwargs: dict[str, Any], handle: Callable[[], Awaitable[Any]]
+) -> Any:
+    """A human's call, recorded in the audit trail with its outcome."""
+    action = f"{op.method} {op.path}"
+    body = kwargs.get("body")
+    detail = {
+        **call.request.path_params,
+        **(audit.summary(body.model_dump()) if isinstance(body, BaseModel) else {}),
+    }
+    try:
+        result = await handle()
+    except RpcError as exc:
+        await audit.record(
+            call.hub, call.actor, action, outcome=audit.outcome_of(exc), detail=detail
+        )
+        raise
+    await audit.record(call.hub, call.actor, action, detail=detail)
+    return result
 
 
 #: The shim's routes register here (see hub.transport.http.__init__).

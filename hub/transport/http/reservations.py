@@ -150,6 +150,7 @@ async def release(
     body=(i.RevokeLocksRequest, i.ReservationRevokeRequest),
     response=o.ReservationRevokeResponse,
     errors={403: "only the coordinator or a human may revoke"},
+    human=True,
 )
 async def revoke(
     call: HttpCall, body: i.RevokeLocksRequest | i.ReservationRevokeRequest

@@ -3,6 +3,7 @@ registers them all."""
 
 from hub.transport.methods import (
     activity,
+    authority,
     beads,
     chat,
     escalations,
@@ -18,6 +19,7 @@ from hub.transport.methods import (
 
 __all__ = [
     "activity",
+    "authority",
     "beads",
     "chat",
     "escalations",
