@@ -11,7 +11,7 @@ import pytest
 
 from protocol.client import HubClient
 from protocol.errors import ErrorCode, RpcError
-from tests.support import RunningHub, onboard, unique
+from tests.support import RunningHub, grant_coordinator, onboard, unique
 
 
 async def states(client: HubClient, message_id: str) -> dict[str, str]:
@@ -114,6 +114,7 @@ async def test_escalation_wait_is_woken_by_the_answer_and_stays_in_its_project(
     slug = unique("dlv")
     alice = await onboard(hub_server.http_url, slug, "alice")
     lead = await onboard(hub_server.http_url, slug, "lead", role="coordinator")
+    await grant_coordinator(hub_server, lead)  # a declared role grants nothing
     mallory = await onboard(hub_server.http_url, unique("evil"), "mallory")
     async with (
         HubClient(hub_server.ws_url, alice["api_key"]) as a,

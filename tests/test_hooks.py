@@ -17,7 +17,7 @@ import yaml
 
 from hub.transport.mcp import config
 from protocol.client import HubClient
-from tests.support import RunningHub, onboard, unique
+from tests.support import RunningHub, grant_coordinator, onboard, unique
 
 
 def beadhub(
@@ -126,6 +126,7 @@ async def test_hooks_hand_the_model_what_is_new_and_record_it_shown(
     alice_key = config.find(tree, env).api_key
     bob = await onboard(hub_server.http_url, slug, "bob")
     lead = await onboard(hub_server.http_url, slug, "lead", role="coordinator")
+    await grant_coordinator(hub_server, lead)  # a declared role grants nothing
 
     async def hook(event: str, **fields: Any) -> dict[str, Any]:
         done = await asyncio.to_thread(

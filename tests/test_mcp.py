@@ -15,7 +15,7 @@ from mcp import Client
 
 from protocol.client import HubClient
 from tests.mcp_support import TRANSPORTS, call, http_transport, mcp_client, refused, text
-from tests.support import RunningHub, onboard, unique
+from tests.support import RunningHub, grant_coordinator, onboard, unique
 from tests.test_beads import issue, jsonl
 
 EXPECTED_TOOLS = {
@@ -49,6 +49,7 @@ async def team(server: RunningHub) -> tuple[dict[str, Any], dict[str, Any], dict
     alice = await onboard(server.http_url, slug, "alice", role="backend")
     bob = await onboard(server.http_url, slug, "bob")
     lead = await onboard(server.http_url, slug, "lead", role="coordinator")
+    await grant_coordinator(server, lead)  # a declared role grants nothing
     return alice, bob, lead
 
 

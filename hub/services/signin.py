@@ -15,6 +15,7 @@ Both are traded (``POST /v1/auth/signin``) for a human browser ticket
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -25,6 +26,8 @@ from hub.services import audit, auth, tickets
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from protocol.errors import invalid_params, not_found, unauthorized
+
+logger = logging.getLogger("beadhub")
 
 OPERATOR_PREFIX = "bho_"
 LINK_PREFIX = "bhl_"
@@ -55,14 +58,15 @@ def announce_operator(settings: Settings, token: str) -> None:
     only where to find it is printed."""
     path = write_token_file(settings.data_dir, token)
     if sys.stderr.isatty():
+        # To the person at the terminal, not through logging: a log handler
+        # could send it anywhere.
         link = sign_in_url(base_url(settings), token)
         print(f"\n  operator sign-in (any project): {link}\n", file=sys.stderr, flush=True)
     else:
-        print(
-            f"operator sign-in: run `beadhub signin --project <slug> --human <name>` on this "
-            f"host (operator token in {path})",
-            file=sys.stderr,
-            flush=True,
+        logger.info(
+            "operator sign-in: run `beadhub signin --project <slug> --human <name>` on this "
+            "host (operator token in %s)",
+            path,
         )
 
 
