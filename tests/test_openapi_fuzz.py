@@ -91,6 +91,8 @@ def test_every_answer_is_the_documented_one(api_schema: Any, api_key: str) -> No
     failures: list[str] = []
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) > 30
+    # Rotating revokes the caller's own key: that one goes last.
+    operations.sort(key=lambda op: op.path == "/v1/keys/rotate")
     for operation in operations:
         try:
             _check_operation(operation, api_key)

@@ -22,8 +22,10 @@ itself, and a digest of every row of the victim project (every table with a
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, get_args, get_origin
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import httpx
 import orjson
@@ -60,6 +62,7 @@ class Victim:
         self.hidden_bead = f"vhid-{tag}"
         self.origin = f"git@github.com:victim/{tag}.git"
         self.ids: dict[str, Any] = {}
+        self.sessions: list[HubClient] = []
         self.credentials: dict[str, dict[str, str]] = {}
 
     @property
@@ -78,24 +81,26 @@ async def _build(server: RunningHub) -> Victim:
     human = await sign_in_human(server, v.slug, v.human_name)
     as_human = {"Authorization": f"Bearer {human['ticket']}"}
 
+    # The victims stay connected while they are attacked: an agent that
+    # left would lose its reservations and claims to the lease sweeper
+    # (hub.services.leases), a change that is nobody's call.
     a = await HubClient(server.ws_url, alice["api_key"]).connect()
     b = await HubClient(server.ws_url, bob["api_key"]).connect()
-    try:
-        mail = await a.call("mail.send", to=[v.peer], subject=v.subject, body=v.secret)
-        chat = await a.call("chat.send", to=[v.peer], body=v.secret)
-        escalation = await a.call("escalations.create", subject=v.subject, situation=v.secret)
-        issues = [
-            {"id": v.bead, "title": v.subject, "status": "open"},
-            {"id": v.hidden_bead, "title": v.secret, "status": "open"},
-        ]
-        jsonl = "\n".join(orjson.dumps(i).decode() for i in issues)
-        await a.call("beads.sync", mode="full", issues_jsonl=jsonl)
-        await a.call("claims.claim", bead_id=v.bead)
-        await a.call("reservations.acquire", paths=[v.path, v.hidden_path], reason=v.secret)
-        keys = (await a.call("keys.list"))["keys"]
-    finally:
-        await a.close()
-        await b.close()
+    v.sessions = [a, b]
+    mail = await a.call("mail.send", to=[v.peer], subject=v.subject, body=v.secret)
+    chat = await a.call("chat.send", to=[v.peer], body=v.secret)
+    escalation = await a.call("escalations.create", subject=v.subject, situation=v.secret)
+    issues = [
+        {"id": v.bead, "title": v.subject, "status": "open"},
+        {"id": v.hidden_bead, "title": v.secret, "status": "open"},
+    ]
+    jsonl = "\n".join(orjson.dumps(i).decode() for i in issues)
+    await a.call("beads.sync", mode="full", issues_jsonl=jsonl)
+    await a.call("claims.claim", bead_id=v.bead)
+    await a.call(
+        "reservations.acquire", paths=[v.path, v.hidden_path], reason=v.secret, ttl_seconds=3600
+    )
+    keys = (await a.call("keys.list"))["keys"]
 
     async with httpx.AsyncClient(base_url=url, timeout=10, headers=as_human) as http:
         # A join request waiting for a human.
@@ -138,8 +143,11 @@ async def _build(server: RunningHub) -> Victim:
 
 
 @pytest.fixture(scope="module")
-async def victim(hub_server: RunningHub) -> Victim:
-    return await _build(hub_server)
+async def victim(hub_server: RunningHub) -> AsyncIterator[Victim]:
+    built = await _build(hub_server)
+    yield built
+    for session in built.sessions:
+        await session.close()
 
 
 # -- what a caller sends: the victim's ids wherever a field names one ------------------
@@ -194,11 +202,14 @@ def _values(v: Victim) -> dict[str, Any]:
         "role": "coordinator",
         "join_policy": "open",
         "up_to": ids["message_id"],
+        "url": "http://127.0.0.1:9/hook",
     }
 
 
 def _sample(annotation: Any) -> Any:
     origin = get_origin(annotation)
+    if origin in (Union, UnionType):
+        return _sample(next(a for a in get_args(annotation) if a is not type(None)))
     if origin in (list, tuple):
         return []
     if origin is dict:
@@ -210,6 +221,8 @@ def _sample(annotation: Any) -> Any:
         return False
     if annotation is int:
         return 1
+    if annotation is float:
+        return 1.0
     return "x"
 
 
@@ -220,7 +233,13 @@ def params_for(model: type[BaseModel], v: Victim) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for name, field in model.model_fields.items():
         if name in values:
-            params[name] = values[name]
+            value = values[name]
+            annotation = field.annotation
+            if get_origin(annotation) in (Union, UnionType):
+                annotation = next(a for a in get_args(annotation) if a is not type(None))
+            if isinstance(value, list) and get_origin(annotation) not in (list, tuple):
+                value = value[0]  # one alias where others take a list (claims.reassign)
+            params[name] = value
         elif field.is_required():
             params[name] = _sample(field.annotation)
     if "session_id" in params and "to" in params:
@@ -319,6 +338,9 @@ async def test_every_route_refuses_the_wrong_caller(
         assert response.status_code == 401, response.text
     if caller == "agent_for_human":
         assert response.status_code == 403, response.text
+    if caller in ("other_agent", "other_human") and op.auth:
+        # Their credential still works: the refusal is about the target.
+        assert response.status_code != 401, response.text
     assert not revealed(response.text, sent, victim), response.text
     assert await snapshot(hub_server, victim) == before
 

@@ -10,7 +10,7 @@ import re
 
 from playwright.async_api import expect
 
-from tests.browser.conftest import PHONE, FrontDoor, sign_in
+from tests.browser.conftest import PHONE, FrontDoor, sign_in_human
 from tests.browser.test_dashboard import issues_jsonl
 from tests.support import onboard, unique
 from tests.test_search import seed_mail
@@ -29,7 +29,7 @@ async def test_a_human_reads_a_full_thread_with_its_delivery_states(
     await b.call("mail.send", to=["alice"], body="agreed, doing it", thread_id=first["thread_id"])
     await b.call("mail.ack", message_ids=[first["message_id"]])
     page = await new_page()
-    await sign_in(page, hub_server.http_url, lead["api_key"])
+    await sign_in_human(page, hub_server, lead["project_slug"], lead["human_name"] or lead["alias"])
 
     await page.locator("#activity li.mail").last.locator("button").click()
     view = page.locator("#message-view")
@@ -48,7 +48,7 @@ async def test_a_human_chats_with_an_agent_and_sees_the_answer(new_page, join, c
     lead = await join("lead", human_name="Ana")
     bob = await connect(await join("bob"))
     page = await new_page()
-    await sign_in(page, hub_server.http_url, lead["api_key"])
+    await sign_in_human(page, hub_server, lead["project_slug"], lead["human_name"] or lead["alias"])
 
     await page.locator("#messages-tabs [data-tab=compose]").click()
     await page.locator("#compose-to label", has_text="bob").locator("input").check()
@@ -75,7 +75,7 @@ async def test_an_agent_mails_the_human_and_the_badge_counts_it(
     lead = await join("lead", human_name="Ana")
     b = await connect(await join("bob"))
     page = await new_page()
-    await sign_in(page, hub_server.http_url, lead["api_key"])
+    await sign_in_human(page, hub_server, lead["project_slug"], lead["human_name"] or lead["alias"])
     badge = page.locator("#inbox-count")
     await expect(badge).to_have_text("0")
 
@@ -92,7 +92,7 @@ async def test_an_escalation_expires_on_screen(new_page, join, connect, hub_serv
     lead = await join("lead", human_name="Ana")
     b = await connect(await join("bob"))
     page = await new_page()
-    await sign_in(page, hub_server.http_url, lead["api_key"])
+    await sign_in_human(page, hub_server, lead["project_slug"], lead["human_name"] or lead["alias"])
     await b.call(
         "escalations.create",
         subject="Ship it?",
@@ -123,7 +123,7 @@ async def test_a_stale_claim_released_from_the_page_reaches_the_agents(
     await b.call("beads.sync", mode="full", issues_jsonl=issues_jsonl(("bd-9", "Fix the login", 1)))
     await b.call("claims.claim", bead_id="bd-9")
     page = await new_page()
-    await sign_in(page, hub_server.http_url, lead["api_key"])
+    await sign_in_human(page, hub_server, lead["project_slug"], lead["human_name"] or lead["alias"])
     await expect(page.locator("#stale-empty")).to_be_visible()
 
     await b.close()  # bob is gone; his claim is stale
@@ -145,7 +145,7 @@ async def test_search_finds_a_mail_in_a_week_and_pages_through_ten_thousand(
     a = await connect(alice)
     await a.call("mail.send", to=["bob"], subject="The flamingo incident", body="postmortem")
     page = await new_page()
-    await sign_in(page, hub_server.http_url, lead["api_key"])
+    await sign_in_human(page, hub_server, lead["project_slug"], lead["human_name"] or lead["alias"])
 
     await page.locator("#search-text").fill("flamingo")
     await page.locator("#search-text").press("Enter")
@@ -173,7 +173,13 @@ async def test_the_page_shows_the_outage_and_recovers(
     lead = await join("lead", human_name="Ana")
     bob = await join("bob")
     page = await new_page()
-    await sign_in(page, front_door.http_url, lead["api_key"])
+    await sign_in_human(
+        page,
+        hub_server,
+        lead["project_slug"],
+        lead["human_name"] or lead["alias"],
+        url=front_door.http_url,
+    )
     b = await connect(bob)
     await expect(page.locator('#team li.agent[data-alias="bob"]')).to_have_attribute(
         "data-online", "true", timeout=LIVE
@@ -244,7 +250,12 @@ async def test_screenshots_of_the_control_room(new_page, connect, hub_server, sc
         ("dashboard-control-room-phone-dark.png", {"color_scheme": "dark", "viewport": PHONE}),
     ]:  # fmt: skip
         page = await new_page(**options)
-        await sign_in(page, hub_server.http_url, team["alice"]["api_key"])
+        await sign_in_human(
+            page,
+            hub_server,
+            team["alice"]["project_slug"],
+            team["alice"]["human_name"] or team["alice"]["alias"],
+        )
         # 1 mail and 2 chat messages; the first page read the chat.
         await expect(page.locator("#inbox-count")).to_have_text("1" if "phone" in name else "3")
         await expect(page.locator("#waiting li")).to_have_count(2)

@@ -21,6 +21,7 @@ HUMAN = {403: "only a signed-in human may"}
     tag=TAG,
     body=i.SignInRequest,
     response=o.SignInResponse,
+    errors={401: "not an operator token or a live sign-in link", 404: "no such project"},
     auth=False,
 )
 async def sign_in(call: HttpCall, body: i.SignInRequest) -> dict[str, Any]:
@@ -33,7 +34,7 @@ async def sign_in(call: HttpCall, body: i.SignInRequest) -> dict[str, Any]:
     tag=TAG,
     body=i.SignInLinkRequest,
     response=o.SignInLinkResponse,
-    errors=HUMAN,
+    errors={**HUMAN, 401: "no operator token or human ticket", 404: "no such project"},
     auth=False,
 )
 async def sign_in_link(call: HttpCall, body: i.SignInLinkRequest) -> dict[str, Any]:

@@ -51,6 +51,7 @@ async def ready(call: HttpCall) -> Response:
     body=i.InitRequest,
     response=o.InitResponse,
     errors={
+        401: "the credential sent as proof is not valid",
         403: "pending_validation: a human must admit the agent first (or join_refused)",
         409: "alias_exists: the alias is taken and no proof was sent",
     },
