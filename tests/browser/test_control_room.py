@@ -294,7 +294,7 @@ async def test_the_shape_of_the_work_timeline_charts_and_safe_markdown(
         roles={"backend": {"title": "Backend", "playbook_md": "# Own the API"}},
     )
     page = await new_page()
-    await sign_in(page, hub_server.http_url, lead["api_key"])
+    await sign_in_human(page, hub_server, lead["project_slug"], lead["human_name"] or lead["alias"])
 
     # Charts from stats.get: this hour's message is counted.
     await expect(page.locator("#charts figure.messages")).to_have_attribute("data-total", "1")
