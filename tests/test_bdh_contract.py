@@ -326,7 +326,11 @@ async def test_targets_connected_means_listening_on_that_conversation(agent: New
         assert other["targets_connected"] == []
 
     async def stopped() -> bool:
-        return not await sender_waiting(alice, session)
+        # Every conversation, read or not: who in it is waiting right now.
+        found = ok(await alice.get("/v1/chat/sessions"), o.ChatListSessionsResponse)
+        return all(
+            "bob" not in c["waiting"] for c in found["sessions"] if c["session_id"] == session
+        )
 
     await eventually(stopped)  # bob hung up: he listens no more
     assert (await open_chat(alice, "bob", "gone again"))["targets_connected"] == []
