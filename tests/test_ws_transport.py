@@ -98,12 +98,14 @@ async def test_a_slow_reader_gets_every_frame_in_order(hub_server, slug):
     ) as ws:
         protocol = _throttle(hub_server, ws)
         held_back = 0
+        paused = asyncio.Event()
         pause_writing = protocol.pause_writing
 
         def count_pauses() -> None:
             # The transport calls this when its buffer passes the high mark.
             nonlocal held_back
             held_back += 1
+            paused.set()
             pause_writing()
 
         protocol.pause_writing = count_pauses  # type: ignore[method-assign]
@@ -116,8 +118,11 @@ async def test_a_slow_reader_gets_every_frame_in_order(hub_server, slug):
                 )
 
         async def read_in_bursts() -> None:
-            # Stop now and then, so the hub's writes are held back and
-            # released again while new frames keep coming.
+            # Read nothing until the hub has had to hold its writes back
+            # (however fast or slow this machine is), then stop now and
+            # then, so writes are held back and released again while new
+            # frames keep coming.
+            await asyncio.wait_for(paused.wait(), 60)
             while len(subjects) < each * SENDERS:
                 subjects.extend(await _mail_subjects(ws, min(25, each * SENDERS - len(subjects))))
                 await asyncio.sleep(0.05)
