@@ -181,14 +181,18 @@ async def sign_in_human(server: Any, project_slug: str, human_name: str = "juan"
     """A human's ticket for a project, as the operator gets one: the
     server's operator token (what ``beadhub serve`` prints) traded at
     ``POST /v1/auth/signin``. ``server`` is a RunningHub."""
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as client:
+    return await sign_in_at(server.http_url, server.hub.operator_token, project_slug, human_name)
+
+
+async def sign_in_at(
+    base_url: str, operator_token: str, project_slug: str, human_name: str = "juan"
+) -> dict[str, Any]:
+    """:func:`sign_in_human` for any hub whose operator token is known (a
+    ``beadhub serve`` process keeps it in its data directory)."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
         response = await client.post(
             "/v1/auth/signin",
-            json={
-                "token": server.hub.operator_token,
-                "project_slug": project_slug,
-                "human_name": human_name,
-            },
+            json={"token": operator_token, "project_slug": project_slug, "human_name": human_name},
         )
     response.raise_for_status()
     return response.json()  # type: ignore[no-any-return]

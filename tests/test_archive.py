@@ -17,21 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import orjson
 import pytest
 
+from hub.services.signin import read_token_file
 from hub.store import archive
 from hub.store.embedded import EmbeddedPostgres
 from protocol.client import HubClient
 from tests.support import (
     ROOT,
+    RUNNING,
     HubProcess,
     create_database,
     drop_database,
     free_port,
     onboard,
     running_hub,
+    sign_in_at,
     unique,
 )
 
@@ -89,14 +91,14 @@ async def snapshot(dsn: str, slugs: list[str] | None = None) -> dict[str, list[s
         await conn.close()
 
 
-async def populate(base_url: str, slug: str) -> dict[str, Any]:
-    """A project that has touched every table the hub writes."""
+async def populate(base_url: str, slug: str, operator_token: str | None = None) -> dict[str, Any]:
+    """A project that has touched every table the hub writes. A hub that
+    :func:`running_hub` did not start needs its ``operator_token``."""
     alice = await onboard(base_url, slug, "alice", role="coordinator", human_name="Alice")
     bob = await onboard(base_url, slug, "bob")
-    async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
-        ticket = await http.post("/v1/auth/ticket", json={"api_key": alice["api_key"]})
-        assert ticket.status_code == 200
-    async with HubClient(base_url, ticket=ticket.json()["ticket"], reconnect=False) as human:
+    token = operator_token or RUNNING[base_url].hub.operator_token
+    signed_in = await sign_in_at(base_url, token, slug, "Alice")
+    async with HubClient(base_url, ticket=signed_in["ticket"], reconnect=False) as human:
         # Nobody listens there: its deliveries are recorded as failed.
         await human.call("webhooks.create", url=f"http://127.0.0.1:{free_port()}/hook")
     issues = "\n".join(
@@ -148,8 +150,9 @@ async def test_export_from_embedded_and_import_into_postgresql(
     hub.start()
     slug = unique("moving")
     try:
-        agents = await populate(hub.http_url, slug)
-        await populate(hub.http_url, unique("other"))
+        token = read_token_file(data_dir)
+        agents = await populate(hub.http_url, slug, token)
+        await populate(hub.http_url, unique("other"), token)
     finally:
         assert hub.stop() == 0, hub.log()
     # The embedded start warns about nothing, and every line has its time.

@@ -55,6 +55,7 @@ SKIPPED = frozenset({"schema_migrations"})
 SEQUENCE_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "events.seq": [("events", "seq"), ("event_horizons", "pruned_through")],
     "chat_messages.seq": [("chat_messages", "seq"), ("chat_participants", "last_read_seq")],
+    "audit_log.id": [("audit_log", "id")],
 }
 _INSERT_BATCH = 500
 
