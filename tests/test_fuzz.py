@@ -72,7 +72,9 @@ async def test_no_params_give_an_internal_error_and_refusals_write_nothing(
     alice, _bob, known = await _team(hub_server)
     gen = fuzzing.Generator(fuzzing.SEED, known)
     schemas = {name: model.model_json_schema() for name, model in CATALOGUE.items()}
-    names = sorted(schemas)
+    # Rotating or revoking its own key ends the fuzzer's session (4001), as
+    # it should: tests/test_identity.py covers those two.
+    names = sorted(set(schemas) - {"keys.rotate", "keys.revoke"})
     pool = hub_server.hub.store.pool
     calls = refused = 0
     headers = {"Authorization": f"Bearer {alice['api_key']}"}

@@ -196,9 +196,10 @@ async def test_revoke_is_for_the_coordinator(agent: NewAgent, hub_server):
     assert [r["path"] for r in await listed(alice)] == ["lib/c.py"]
 
 
-async def test_revoke_needs_an_explicit_target(agent: NewAgent):
+async def test_revoke_needs_an_explicit_target(agent: NewAgent, hub_server):
     alice = await agent("alice")
     boss = await agent("carol", role="coordinator")
+    await grant_coordinator(hub_server, boss.agent)
     await alice.post("/v1/reservations", lock(alice, "src/a.py", "lib/b.py"))
     for body in ({}, None, {"prefx": "src/"}, {"path": ["src/a.py"]}, {"prefix": None}):
         detail = error(await boss.post("/v1/reservations/revoke", body), 422)
