@@ -273,6 +273,9 @@ _ROW = {
     "x.workspace_path, x.repo_id, x.deleted_at, x.focus)"
 }
 _SKIP = {"events": "AND type <> 'presence'"}
+#: Delivery states are written a moment after a session takes a mail
+#: (hub.services.delivery): the victims' own doing, not the call's.
+_ROW["mail_deliveries"] = "(x.message_id, x.recipient_id, x.read_at)"
 _digest_sql: str | None = None
 
 

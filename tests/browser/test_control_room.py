@@ -12,7 +12,7 @@ from playwright.async_api import expect
 
 from tests.browser.conftest import PHONE, FrontDoor, sign_in_human
 from tests.browser.test_dashboard import issues_jsonl
-from tests.support import onboard, unique
+from tests.support import grant_coordinator, onboard, unique
 from tests.test_search import seed_mail
 
 LIVE = 3_000
@@ -276,7 +276,8 @@ async def test_the_shape_of_the_work_timeline_charts_and_safe_markdown(
     new_page, join, connect, hub_server
 ):
     lead = await join("lead", human_name="Ana")
-    coordinator = await connect(await join("lena", role="coordinator"))
+    lena = await grant_coordinator(hub_server, await join("lena", role="coordinator"))
+    coordinator = await connect(lena)
     bob = await connect(await join("bob"))
     for focus in ("reading", "writing", "testing"):
         await bob.call("presence.update", focus=focus)
