@@ -23,6 +23,7 @@ from hub.bus import create_bus
 from hub.bus.relay import Relay
 from hub.config import Settings
 from hub.services import (
+    delivery,
     escalations,
     leases,
     presence,
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await reservations.stop(hub)
             await escalations.stop(hub)
             await webhooks.stop(hub)
+            await delivery.flush(hub)
             await bus.disconnect()
             await limiter.close()
             await store.close()

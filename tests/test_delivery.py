@@ -11,7 +11,8 @@ import pytest
 
 from protocol.client import HubClient
 from protocol.errors import ErrorCode, RpcError
-from tests.support import RunningHub, grant_coordinator, onboard, unique
+from hub.services import delivery
+from tests.support import RunningHub, grant_coordinator, onboard, running_hub, unique
 
 
 async def states(client: HubClient, message_id: str) -> dict[str, str]:
@@ -74,6 +75,26 @@ async def test_the_sender_sees_each_state_of_each_copy(hub_server: RunningHub) -
                 assert denied.status_code == 404
                 assert (await http.post("/v1/news", json={})).status_code == 401
                 assert (await http.get("/v1/messages/receipts")).status_code == 401
+
+
+async def test_states_noted_just_before_a_stop_are_written(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No timer writes them here: only the stop can.
+    monkeypatch.setattr(delivery, "FLUSH_DELAY_SECONDS", 3600)
+    slug = unique("dlvstop")
+    async with running_hub(database_url=database_url, bus_url="memory://") as first:
+        alice = await onboard(first.http_url, slug, "alice")
+        bob = await onboard(first.http_url, slug, "bob")
+        async with (
+            HubClient(first.ws_url, alice["api_key"]) as a,
+            HubClient(first.ws_url, bob["api_key"]) as b,
+        ):
+            sent = await a.call("mail.send", to=["bob"], body="before the stop")
+            await b.next_event("mail")
+    async with running_hub(database_url=database_url, bus_url="memory://") as second:
+        async with HubClient(second.ws_url, alice["api_key"]) as a:
+            assert await states(a, sent["message_id"]) == {"bob": "pushed"}
 
 
 async def test_another_project_sees_no_receipts(hub_server: RunningHub) -> None:

@@ -21,6 +21,7 @@ What a hook shows the model is :mod:`hub.services.news`.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -71,7 +72,11 @@ def _note(hub: Hub, kind: str, recipient_id: str, message_ids: list[str]) -> Non
         batch.noted.setdefault((_COLUMNS[kind], message_id, recipient_id), now)
     if batch.handle is None and batch.task is None:
         loop = asyncio.get_running_loop()
-        batch.handle = loop.call_later(FLUSH_DELAY_SECONDS, _start_flush, batch)
+        # A fresh context, here and for the flush task: the write must not
+        # inherit the caller's pinned connection or transaction (Store.use).
+        batch.handle = loop.call_later(
+            FLUSH_DELAY_SECONDS, _start_flush, batch, context=contextvars.Context()
+        )
 
 
 def pushed(hub: Hub, recipient_id: str, message_id: str) -> None:
@@ -87,7 +92,9 @@ def opened(hub: Hub, recipient_id: str, message_ids: list[str]) -> None:
 
 def _start_flush(batch: _Batch) -> None:
     batch.handle = None
-    batch.task = asyncio.get_running_loop().create_task(_flush_batch(batch))
+    batch.task = asyncio.get_running_loop().create_task(
+        _flush_batch(batch), context=contextvars.Context()
+    )
 
 
 async def _flush_batch(batch: _Batch) -> None:
@@ -114,7 +121,8 @@ async def _flush_batch(batch: _Batch) -> None:
 
 
 async def flush(hub: Hub) -> None:
-    """Write what this instance has noted now (before reading states)."""
+    """Write what this instance has noted now: before reading states, and
+    when the hub stops (before its store closes)."""
     batch = _BATCHES.get(id(hub))
     if batch is None:
         return
@@ -127,7 +135,8 @@ async def flush(hub: Hub) -> None:
         batch.handle.cancel()
         batch.handle = None
     if batch.noted:
-        batch.task = asyncio.get_running_loop().create_task(_flush_batch(batch))
+        _start_flush(batch)
+        assert batch.task is not None
         await asyncio.shield(batch.task)
 
 
