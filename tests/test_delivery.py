@@ -9,9 +9,9 @@ import asyncio
 import httpx
 import pytest
 
+from hub.services import delivery
 from protocol.client import HubClient
 from protocol.errors import ErrorCode, RpcError
-from hub.services import delivery
 from tests.support import RunningHub, grant_coordinator, onboard, running_hub, unique
 
 
@@ -92,9 +92,11 @@ async def test_states_noted_just_before_a_stop_are_written(
         ):
             sent = await a.call("mail.send", to=["bob"], body="before the stop")
             await b.next_event("mail")
-    async with running_hub(database_url=database_url, bus_url="memory://") as second:
-        async with HubClient(second.ws_url, alice["api_key"]) as a:
-            assert await states(a, sent["message_id"]) == {"bob": "pushed"}
+    async with (
+        running_hub(database_url=database_url, bus_url="memory://") as second,
+        HubClient(second.ws_url, alice["api_key"]) as a,
+    ):
+        assert await states(a, sent["message_id"]) == {"bob": "pushed"}
 
 
 async def test_another_project_sees_no_receipts(hub_server: RunningHub) -> None:

@@ -116,6 +116,8 @@ def screenshot_dir(tmp_path: Path) -> Path:
     out = Path(os.environ.get("BEADHUB_SCREENSHOTS") or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
 async def sign_in_human(
     page: Page, server: RunningHub, project_slug: str, human: str = "juan", url: str = ""
 ) -> None:
