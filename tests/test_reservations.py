@@ -281,7 +281,10 @@ async def test_only_coordinators_and_humans_revoke(join, connect, hub_server):
     assert await listed(b) == []
 
 
-async def test_an_expired_reservation_is_gone_and_announced(any_server: RunningHub):
+# A retry-safe acquire runs inside its key's transaction: its expiry timer
+# must not inherit that finished transaction (hub.services.background).
+@pytest.mark.parametrize("key", [None, "acquire-once"])
+async def test_an_expired_reservation_is_gone_and_announced(any_server: RunningHub, key):
     slug = unique("proj")
     alice = await onboard(any_server.http_url, slug, "alice")
     bob = await onboard(any_server.http_url, slug, "bob")
@@ -289,7 +292,9 @@ async def test_an_expired_reservation_is_gone_and_announced(any_server: RunningH
         HubClient(any_server.ws_url, alice["api_key"]) as a,
         HubClient(any_server.ws_url, bob["api_key"]) as b,
     ):
-        grant = await a.call("reservations.acquire", paths=["src/x.py"], ttl_seconds=1)
+        grant = await a.call(
+            "reservations.acquire", paths=["src/x.py"], ttl_seconds=1, idempotency_key=key
+        )
         early = await b.call("reservations.acquire", paths=["src/x.py"])
         assert [x["retry_after_seconds"] for x in early["conflicts"]] == [1]
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import asyncpg
 
-from hub.services import clock, events, humans, idempotency, mail, webhooks
+from hub.services import background, clock, events, humans, idempotency, mail, webhooks
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from hub.services.mail import check_body, parse_id
@@ -392,9 +392,7 @@ class _Deadline:
         if self.stored is None:
             return
         stored, self.stored = self.stored, None
-        task = asyncio.get_running_loop().create_task(self._clear(stored))
-        _CLEARING.add(task)
-        task.add_done_callback(_CLEARING.discard)
+        task = background.spawn(self._clear(stored), _CLEARING)
         await asyncio.shield(task)
 
     async def _clear(self, stored: datetime) -> None:

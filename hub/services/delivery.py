@@ -21,7 +21,6 @@ What a hook shows the model is :mod:`hub.services.news`.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,7 +28,7 @@ from typing import Any
 
 # mail imports this module (it notes what its inbox returns): refer to
 # mail's helpers through the module, resolved at call time.
-from hub.services import clock, mail
+from hub.services import background, clock, mail
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from protocol.errors import invalid_params, not_found
@@ -71,12 +70,7 @@ def _note(hub: Hub, kind: str, recipient_id: str, message_ids: list[str]) -> Non
     for message_id in message_ids:
         batch.noted.setdefault((_COLUMNS[kind], message_id, recipient_id), now)
     if batch.handle is None and batch.task is None:
-        loop = asyncio.get_running_loop()
-        # A fresh context, here and for the flush task: the write must not
-        # inherit the caller's pinned connection or transaction (Store.use).
-        batch.handle = loop.call_later(
-            FLUSH_DELAY_SECONDS, _start_flush, batch, context=contextvars.Context()
-        )
+        batch.handle = background.later(FLUSH_DELAY_SECONDS, _start_flush, batch)
 
 
 def pushed(hub: Hub, recipient_id: str, message_id: str) -> None:
@@ -92,9 +86,7 @@ def opened(hub: Hub, recipient_id: str, message_ids: list[str]) -> None:
 
 def _start_flush(batch: _Batch) -> None:
     batch.handle = None
-    batch.task = asyncio.get_running_loop().create_task(
-        _flush_batch(batch), context=contextvars.Context()
-    )
+    batch.task = background.spawn(_flush_batch(batch))
 
 
 async def _flush_batch(batch: _Batch) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from hub.services import events, policies, webhooks
+from hub.services import background, events, policies, webhooks
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from hub.services.events import change
@@ -337,17 +337,14 @@ class Expiry:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="escalation-sweep")
 
     def schedule(self, project_id: str, escalation_id: str, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
         # A little after the instant, so now() in the UPDATE is past it.
-        self._timers[escalation_id] = loop.call_later(
+        self._timers[escalation_id] = background.later(
             seconds + 0.05, self._fire, project_id, escalation_id
         )
 
     def _fire(self, project_id: str, escalation_id: str) -> None:
         self._timers.pop(escalation_id, None)
-        task = asyncio.create_task(self._announce(project_id, escalation_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        background.spawn(self._announce(project_id, escalation_id), self._tasks)
 
     async def _announce(self, project_id: str, escalation_id: str) -> None:
         try:

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 
-from hub.services import beads, reservations
+from hub.services import background, beads, reservations
 from hub.services.clock import iso
 from hub.services.context import Hub
 from hub.services.events import change
@@ -164,16 +164,13 @@ class Leases:
             self._arm(grace, project_id, agent_id)
 
     def _arm(self, grace: float, project_id: str, agent_id: str) -> None:
-        loop = asyncio.get_running_loop()
 
         def fire() -> None:
             self._timers.discard(handle)
-            task = loop.create_task(self._release(project_id, agent_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            background.spawn(self._release(project_id, agent_id), self._tasks)
 
         # A little late, so the database's clock has certainly passed it.
-        handle = loop.call_later(grace + 0.05, fire)
+        handle = background.later(grace + 0.05, fire)
         self._timers.add(handle)
 
     async def _release(self, project_id: str, agent_id: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from hub import metrics
 from hub.bus import SessionLimit
-from hub.services import events, leases, limits
+from hub.services import background, events, leases, limits
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from protocol.errors import forbidden, not_found
@@ -193,16 +193,13 @@ def _watch_lapse(hub: Hub, project_id: str, agent_id: str, ttl: float) -> None:
     previous = _lapse_timers.pop(key, None)
     if previous is not None:
         previous.cancel()
-    loop = asyncio.get_running_loop()
 
     def fire() -> None:
         _lapse_timers.pop(key, None)
-        task = loop.create_task(_announce_lapse_safely(hub, project_id, agent_id))
-        _lapse_tasks.add(task)
-        task.add_done_callback(_lapse_tasks.discard)
+        background.spawn(_announce_lapse_safely(hub, project_id, agent_id), _lapse_tasks)
 
     # A little past the TTL, so the row's own clock has certainly passed it.
-    _lapse_timers[key] = loop.call_later(ttl + 0.5, fire)
+    _lapse_timers[key] = background.later(ttl + 0.5, fire)
 
 
 _lapse_tasks: set[asyncio.Task[None]] = set()

@@ -39,7 +39,7 @@ from typing import Any
 
 import asyncpg
 
-from hub.services import events
+from hub.services import background, events
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from protocol.errors import invalid_params
@@ -149,7 +149,7 @@ class Turn:
             reason = "timeout" if exc_type is None else "left"
             # Leave the line even when the call was cancelled (its caller
             # went away): the next in line must hear of it.
-            task = asyncio.ensure_future(self._leave_all(reason))
+            task = background.spawn(self._leave_all(reason))
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(task)
 

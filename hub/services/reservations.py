@@ -78,7 +78,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from hub.services import clock, events, idempotency, policies, queues
+from hub.services import background, clock, events, idempotency, policies, queues
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from hub.services.events import change
@@ -823,8 +823,7 @@ class Expiry:
     ) -> None:
         self.cancel(reservation_id)
         delay = (expires_at - clock.now()).total_seconds() + EXPIRY_GRACE_SECONDS
-        loop = asyncio.get_running_loop()
-        self._timers[reservation_id] = loop.call_later(
+        self._timers[reservation_id] = background.later(
             max(delay, least), self._fire, project_id, reservation_id
         )
 
@@ -839,9 +838,7 @@ class Expiry:
 
     def _fire(self, project_id: str, reservation_id: str) -> None:
         self._timers.pop(reservation_id, None)
-        task = asyncio.create_task(self._expire(project_id, reservation_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        background.spawn(self._expire(project_id, reservation_id), self._tasks)
 
     async def _expire(self, project_id: str, reservation_id: str) -> None:
         try:

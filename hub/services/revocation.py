@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hub.services import auth
+from hub.services import auth, background
 from hub.services.context import Actor, Hub
 
 logger = logging.getLogger("beadhub.revocation")
@@ -39,6 +39,7 @@ class Watch:
 
 
 _watches: set[Watch] = set()
+_rechecks: set[asyncio.Task[None]] = set()
 
 
 def watch(
@@ -49,7 +50,7 @@ def watch(
     entry = Watch(hub, actor, close)
     if expires_at is not None:
         delay = max(0.0, expires_at - time.time())
-        entry.expiry = asyncio.get_running_loop().call_later(delay, close, "ticket expired")
+        entry.expiry = background.later(delay, close, "ticket expired")
     _watches.add(entry)
 
     def unwatch() -> None:
@@ -105,7 +106,7 @@ async def announce(
 
 def _on_gap(hub: Hub) -> Callable[[float], None]:
     def on_gap(seconds: float) -> None:
-        asyncio.get_running_loop().create_task(recheck(hub))
+        background.spawn(recheck(hub), _rechecks)
 
     return on_gap
 

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from hub.services import humans
+from hub.services import background, humans
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from protocol.errors import invalid_params, not_found
@@ -187,9 +187,7 @@ async def notify(hub: Hub, project_id: str, event: str, data: dict[str, Any]) ->
     body = orjson.dumps(payload)
     tasks = _tasks.setdefault(id(hub), set())
     for row in rows:
-        task = asyncio.create_task(_deliver(hub, row, event, body))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        background.spawn(_deliver(hub, row, event, body), tasks)
 
 
 async def _deliver(hub: Hub, row: Any, event: str, body: bytes) -> None:
