@@ -258,6 +258,100 @@ async def test_cancelling_a_wait_ends_it_on_the_hub(hub_server: RunningHub, tran
         assert not await sender_waiting(), f"alice still shown waiting in {sid}"
 
 
+async def test_claim_and_reserve_wait_in_line_until_the_holder_releases(
+    hub_server: RunningHub, transport: str
+) -> None:
+    """A conflict met with ``wait`` queues; bob (a WebSocket agent)
+    releases, and alice's tool call is answered with the grant."""
+    alice, bob, _ = await team(hub_server)
+    progress: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append((done, total, message))
+
+    async with (
+        HubClient(hub_server.ws_url, bob["api_key"]) as b,
+        mcp_client(transport, hub_server.http_url, alice["api_key"]) as client,
+    ):
+        await b.call("beads.sync", mode="full", issues_jsonl=jsonl(issue("bd-q")))
+        await b.call("claims.claim", bead_id="bd-q")
+        await b.call("reservations.acquire", paths=["src/**"])
+
+        claiming = asyncio.create_task(
+            client.call_tool(
+                "claim", {"bead_id": "bd-q", "wait": 30}, progress_callback=on_progress
+            )
+        )
+        queued = await b.next_event("claim.queued", timeout=30)
+        assert queued["data"]["alias"] == "alice" and queued["data"]["bead_id"] == "bd-q"
+        await b.call("claims.release", bead_id="bd-q")
+        claimed = await asyncio.wait_for(claiming, 30)
+        assert not claimed.is_error, text(claimed)
+        answer = claimed.structured_content or {}
+        assert answer["status"] == "granted" and answer["claim"]["alias"] == "alice"
+        assert text(claimed).startswith("claimed bd-q")
+        assert progress and progress[0][1] == 30 and "in line" in (progress[0][2] or "")
+
+        reserving = asyncio.create_task(
+            call(client, "reserve", paths=["src/app.py", "docs/x.md"], wait=30)
+        )
+        queued = await b.next_event("reservation.queued", timeout=30)
+        assert queued["data"]["alias"] == "alice" and queued["data"]["path"] == "src/app.py"
+        await b.call("reservations.release", paths=["src/**"])
+        reserved = await asyncio.wait_for(reserving, 30)
+        assert reserved["status"] == "granted" and reserved["queued"] == []
+        assert sorted(g["path"] for g in reserved["granted"]) == ["docs/x.md", "src/app.py"]
+        held = await b.call("reservations.check", paths=["src/app.py"])
+        assert held["paths"][0]["exclusive_holder"]["holder_alias"] == "alice"
+
+
+async def test_a_queued_wait_that_times_out_answers_the_conflict(
+    hub_server: RunningHub, transport: str
+) -> None:
+    alice, bob, _ = await team(hub_server)
+    async with (
+        HubClient(hub_server.ws_url, bob["api_key"]) as b,
+        mcp_client(transport, hub_server.http_url, alice["api_key"]) as client,
+    ):
+        await b.call("beads.sync", mode="full", issues_jsonl=jsonl(issue("bd-t")))
+        await b.call("claims.claim", bead_id="bd-t")
+        await b.call("reservations.acquire", paths=["src/app.py"])
+
+        error, line = await refused(client, "claim", bead_id="bd-t", wait=0.5)
+        assert error["code"] == -32009 and error["data"]["waited_seconds"] >= 0.5
+        assert "bob" in line and "Someone else holds it" in line
+        left = await b.next_event("claim.dequeued", timeout=10)
+        assert left["data"]["alias"] == "alice" and left["data"]["why"] == "timeout"
+
+        timed = await call(client, "reserve", paths=["src/app.py"], wait=0.5)
+        assert timed["status"] == "timeout" and timed["queued"] == ["src/app.py"]
+        assert timed["granted"] == [] and timed["conflicts"][0]["held_by"] == "bob"
+        await b.next_event("reservation.dequeued", timeout=10)
+        assert (await b.call("queue.list"))["waiting"] == []
+        error, _ = await refused(client, "reserve", paths=["a.txt"], wait=601)
+        assert error["code"] == -32602
+
+
+async def test_cancelling_a_queued_claim_leaves_the_line(
+    hub_server: RunningHub, transport: str
+) -> None:
+    alice, bob, _ = await team(hub_server)
+    async with (
+        HubClient(hub_server.ws_url, bob["api_key"]) as b,
+        mcp_client(transport, hub_server.http_url, alice["api_key"]) as client,
+    ):
+        await b.call("beads.sync", mode="full", issues_jsonl=jsonl(issue("bd-c")))
+        await b.call("claims.claim", bead_id="bd-c")
+        waiting = asyncio.create_task(client.call_tool("claim", {"bead_id": "bd-c", "wait": 120}))
+        await b.next_event("claim.queued", timeout=30)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        left = await b.next_event("claim.dequeued", timeout=30)
+        assert left["data"]["alias"] == "alice" and left["data"]["why"] == "left"
+        assert (await b.call("queue.list"))["waiting"] == []
+
+
 async def test_escalate_and_wait_for_the_human_answer(
     hub_server: RunningHub, transport: str
 ) -> None:

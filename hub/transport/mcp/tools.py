@@ -13,8 +13,8 @@ summary (the text content). Refusals come back as tool errors (``isError``)
 whose text says what to do next.
 
 Waiting tools (``chat_send``/``chat_reply`` with ``wait``, ``chat_wait``,
-``escalate`` with ``wait``) report progress while they wait and stop when
-the client cancels. A wait is resumable: ``chat_wait`` (or ``escalate``'s
+``escalate``, ``claim`` and ``reserve`` with ``wait``) report progress while
+they wait and stop when the client cancels. A wait is resumable: ``chat_wait`` (or ``escalate``'s
 ``escalation_id``) picks up a wait that a reconnect or another hub instance
 cut off, from the store, without missing a reply.
 
@@ -244,15 +244,39 @@ class IssueArgs(Args):
     bead_id: str = Field(min_length=1, max_length=100)
 
 
-@tool(
-    "claim",
-    "Claim an issue so nobody else works on it.",
-    IssueArgs,
-    lambda r: f"claimed {r['claim']['bead_id']}" + ("" if r["acquired"] else " (already yours)"),
-)
-async def claim(call: ToolCall, args: IssueArgs) -> dict[str, Any]:
-    result: dict[str, Any] = await call.caller.call("claims.claim", {"bead_id": args.bead_id})
-    return result
+#: ``wait`` of a claim or a reservation: queue for what another agent holds.
+QueueField = Field(default=0, ge=0, le=MAX_WAIT_SECONDS, description="seconds to wait in line")
+
+
+async def _maybe_waited(
+    call: ToolCall, method: str, params: dict[str, Any], wait: float
+) -> dict[str, Any]:
+    """``method`` at once, or waiting in line on the hub (with progress,
+    and cancelled with the tool call). Repeating a queued claim or acquire
+    after a lost connection is harmless: what is already the caller's
+    stays so."""
+    if wait <= 0:
+        result: dict[str, Any] = await call.caller.call(method, params)
+        return result
+    waited: dict[str, Any] = await _waited(call, method, params, wait, "waiting in line")
+    return waited
+
+
+class ClaimArgs(IssueArgs):
+    wait: float = QueueField
+
+
+def _claim_line(r: dict[str, Any]) -> str:
+    line = f"claimed {r['claim']['bead_id']}" + ("" if r["acquired"] else " (already yours)")
+    if r.get("waited_seconds"):
+        line += f" after {r['waited_seconds']:.0f} s in line"
+    return line
+
+
+@tool("claim", "Claim an issue so nobody else works on it; with wait, queue for it.",
+      ClaimArgs, _claim_line)  # fmt: skip
+async def claim(call: ToolCall, args: ClaimArgs) -> dict[str, Any]:
+    return await _maybe_waited(call, "claims.claim", {"bead_id": args.bead_id}, args.wait)
 
 
 @tool(
@@ -275,6 +299,7 @@ class ReserveArgs(Args):
     exclusive: bool = True
     reason: str | None = Field(default=None, max_length=500)
     bead_id: str | None = Field(default=None, max_length=100)
+    wait: float = QueueField
 
 
 def _reserve_line(r: dict[str, Any]) -> str:
@@ -282,19 +307,20 @@ def _reserve_line(r: dict[str, Any]) -> str:
     if r["conflicts"]:
         held = ", ".join(f"{c['path']} ({c['held_by']})" for c in r["conflicts"][:5])
         line += f"; {len(r['conflicts'])} held by others: {held}"
+    if r.get("waited_seconds"):
+        line += f"; waited {r['waited_seconds']:.0f} s in line"
     return line
 
 
 @tool(
     "reserve",
-    "Reserve files you edit (advisory; conflicts are reported).",
+    "Reserve files you edit (conflicts are reported); with wait, queue for them.",
     ReserveArgs,
     _reserve_line,
 )
 async def reserve(call: ToolCall, args: ReserveArgs) -> dict[str, Any]:
-    params = args.model_dump(exclude_none=True)
-    result: dict[str, Any] = await call.caller.call("reservations.acquire", params)
-    return result
+    params = args.model_dump(exclude_none=True, exclude={"wait"})
+    return await _maybe_waited(call, "reservations.acquire", params, args.wait)
 
 
 class PathsArgs(Args):
