@@ -334,3 +334,59 @@ async def test_concurrent_sends_batched_together_keep_their_own_outcomes(join, c
     assert got == {r["message_id"]: f"m{results.index(r)}" for r in good}
     carol_inbox = await (await connect(carol)).call("mail.inbox")
     assert carol_inbox["count"] == 16
+
+
+# -- retry-safe sends: the key is claimed in the send's own statement ------------------
+
+
+async def test_a_keyed_send_refused_for_its_recipients_keeps_no_key(join, connect):
+    alice, bob = await join("alice"), await join("bob")
+    a, b = await connect(alice), await connect(bob)
+    for _ in range(2):  # an error is not stored: the repeat is refused again, not replayed
+        with pytest.raises(RpcError) as info:
+            await a.call("mail.send", to=["nobody"], body="x", idempotency_key="k-refused")
+        assert info.value.code == ErrorCode.NOT_FOUND
+    # Nothing claimed the key, so it may carry another request now.
+    sent = await a.call("mail.send", to=["bob"], body="y", idempotency_key="k-refused")
+    assert await _inbox_ids(b) == [sent["message_id"]]
+
+
+async def test_concurrent_keyed_sends_are_each_written_once(join, connect):
+    alice, bob = await join("alice"), await join("bob")
+    a, b = await connect(alice), await connect(bob)
+    keys = [f"k-many-{i}" for i in range(40)]
+    first = await asyncio.gather(
+        *(a.call("mail.send", to=["bob"], body=k, idempotency_key=k) for k in keys)
+    )
+    again = await asyncio.gather(
+        *(a.call("mail.send", to=["bob"], body=k, idempotency_key=k) for k in keys)
+    )
+    assert again == first
+    inbox = await b.call("mail.inbox", limit=100)
+    assert sorted(m["body"] for m in inbox["messages"]) == sorted(keys)
+
+
+async def test_a_keyed_send_to_a_human_by_name_is_replayed_not_resent(join, connect, hub_server):
+    alice = await join("alice", human_name="Ana")
+    a = await connect(alice)
+    signed_in = await sign_in_human(hub_server, alice["project_slug"], "Ana")
+    ana = await connect({"api_key": None}, ticket=signed_in["ticket"])
+    await ana.call("mail.inbox")  # Ana's inbox exists now
+    first = await a.call("mail.send", to=["Ana"], body="look", idempotency_key="k-human")
+    again = await a.call("mail.send", to=["Ana"], body="look", idempotency_key="k-human")
+    assert again == first
+    assert [m["body"] for m in (await ana.call("mail.inbox"))["messages"]] == ["look"]
+
+
+async def test_a_key_older_than_a_day_sends_again(join, connect, hub_server):
+    alice, bob = await join("alice"), await join("bob")
+    a, b = await connect(alice), await connect(bob)
+    first = await a.call("mail.send", to=["bob"], body="daily", idempotency_key="k-day")
+    await hub_server.hub.store.execute(
+        "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = $1",
+        "k-day",
+    )
+    second = await a.call("mail.send", to=["bob"], body="daily", idempotency_key="k-day")
+    assert second["message_id"] != first["message_id"]
+    assert len(await _inbox_ids(b)) == 2
+    assert await a.call("mail.send", to=["bob"], body="daily", idempotency_key="k-day") == second

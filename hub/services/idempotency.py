@@ -17,7 +17,10 @@ is INVALID_PARAMS. Errors are not stored: a call that failed changed
 nothing, so its repeat runs again.
 
 Calls without a key take none of this path: no extra statement, and the
-hot paths (mail send, reservation acquire) stay in group commit.
+hot paths (mail send, reservation acquire) stay in group commit. A keyed
+mail send claims its key inside its group-commit statement
+(hub.services.mail, migration 0024) and comes here only when the key was
+taken, to read the first answer.
 
 A call that waits (``wait``: a queued claim or acquire, a chat send that
 waits for a reply) cannot hold a transaction open for its wait. Queued
@@ -73,6 +76,11 @@ ON CONFLICT (project_id, principal, key) DO UPDATE
 """
 
 
+def check_key(key: Any) -> None:
+    if not isinstance(key, str) or not 1 <= len(key) <= 200:
+        raise invalid_params("idempotency_key must be 1 to 200 characters")
+
+
 def principal(actor: Actor) -> str:
     """Whose keys: an agent's own, or the project's human by name."""
     return actor.agent_id or f"human:{actor.human_name or actor.alias}"
@@ -104,8 +112,7 @@ async def run(
 ) -> T:
     """``await call()`` once per key (see the module doc); ``params`` (the
     request without its key) must match on a repeat."""
-    if not isinstance(key, str) or not 1 <= len(key) <= 200:
-        raise invalid_params("idempotency_key must be 1 to 200 characters")
+    check_key(key)
     who = principal(actor)
     digest = fingerprint(params)
     ids = (actor.project_id, who, key)

@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from hub.services import delivery, events, humans
+from hub.services import delivery, events, humans, idempotency
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from protocol.errors import ErrorCode, RpcError, invalid_params, not_found
@@ -122,10 +122,13 @@ async def send(
     subject: str = "",
     priority: str = "normal",
     thread_id: str | None = None,
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
     """Send one message to the agents named by alias (``to``) or id
     (``to_agent_ids``, bdh's workspace ids), or to every other agent of the
-    project (``to_all``)."""
+    project (``to_all``). With ``idempotency_key``, a repeat within 24
+    hours returns the first answer and sends nothing (the key is claimed in
+    the send's own statement: see migration 0024)."""
     check_body(hub, body)
     if not body:
         raise invalid_params("the body is empty")
@@ -139,6 +142,23 @@ async def send(
         raise invalid_params("name at least one recipient, or send to_all")
     thread = parse_id(thread_id, "thread_id") if thread_id else None
     message_id = str(uuid.uuid4())
+    request = {
+        "to": to,
+        "to_agent_ids": to_agent_ids,
+        "to_all": to_all,
+        "subject": subject,
+        "body": body,
+        "priority": priority,
+        "thread_id": thread_id,
+    }
+    keyed: tuple[str | None, ...] = (None, None, None)
+    if idempotency_key is not None:
+        idempotency.check_key(idempotency_key)
+        keyed = (
+            idempotency_key,
+            idempotency.principal(actor),
+            idempotency.fingerprint(request),
+        )
 
     def submit(names: list[str]) -> Any:
         return hub.store.group_commit("mail.send", lambda: write_sends).submit(
@@ -153,9 +173,12 @@ async def send(
             to_all,
             names,
             agent_ids,
+            *keyed,
         )
 
     row = await submit(aliases)
+    if row["key_taken"]:
+        return await _send_again(hub, actor, request, idempotency_key)
     if row["created_at"] is None:
         # Humans are addressed as human:<name> (or by a known human's name);
         # their inbox rows are made on first use, so only a send that named
@@ -164,6 +187,8 @@ async def send(
         if named is not None:
             aliases = named
             row = await submit(aliases)
+            if row["key_taken"]:
+                return await _send_again(hub, actor, request, idempotency_key)
         if row["created_at"] is None:
             raise _refusal(row, aliases, agent_ids, thread)
     # Committed (with the concurrent senders' batch): now the recipients
@@ -179,6 +204,19 @@ async def send(
         "to": list(row["aliases"]),
         "recipients": len(row["ids"]),
     }
+
+
+async def _send_again(
+    hub: Hub, actor: Actor, request: dict[str, Any], key: str | None
+) -> dict[str, Any]:
+    """A keyed send whose key was taken: the first answer, the slow way
+    (hub.services.idempotency reads it, or waits for the first send's
+    commit, or refuses a key used for another request)."""
+    assert key is not None
+    params = {k: v for k, v in request.items() if v is not None}
+    return await idempotency.run(
+        hub, actor, "mail.send", key, request, lambda: send(hub, actor, **params)
+    )
 
 
 # -- inbox ------------------------------------------------------------------

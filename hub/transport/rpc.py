@@ -36,14 +36,19 @@ class Call:
 
 
 HANDLERS: dict[str, Handler] = {}
+#: Methods whose handler hands ``idempotency_key`` to its service, which
+#: makes the call retry-safe itself (mail.send: in its group commit).
+SELF_KEYED: set[str] = set()
 
 
-def method(name: str) -> Callable[[Handler], Handler]:
+def method(name: str, *, self_keyed: bool = False) -> Callable[[Handler], Handler]:
     if name not in CATALOGUE:
         raise KeyError(f"{name} is not in the protocol catalogue")
 
     def register(handler: Handler) -> Handler:
         HANDLERS[name] = handler
+        if self_keyed:
+            SELF_KEYED.add(name)
         return handler
 
     return register
@@ -102,9 +107,10 @@ async def dispatch(call: Call, name: str, params: dict[str, Any]) -> Any:
 
 async def _run(call: Call, name: str, handler: Handler, parsed: Any) -> Any:
     key = getattr(parsed, "idempotency_key", None)
-    # A call that waits holds no transaction open for its wait: its
-    # handler hands the key to the service (hub.services.idempotency).
-    if key is None or getattr(parsed, "wait", None):
+    # A call that waits holds no transaction open for its wait, and a
+    # self-keyed method's service claims its key itself: their handlers
+    # hand the key to the service (hub.services.idempotency).
+    if key is None or name in SELF_KEYED or getattr(parsed, "wait", None):
         return await handler(call, parsed)
     request = parsed.model_dump(mode="json", exclude={"idempotency_key"})
     return await idempotency.run(

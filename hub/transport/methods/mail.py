@@ -7,7 +7,7 @@ from hub.transport.rpc import Call, method
 from protocol.methods.mail import MailAck, MailInbox, MailReceipts, MailSend, MailThread
 
 
-@method("mail.send")
+@method("mail.send", self_keyed=True)
 async def send(call: Call, params: MailSend) -> dict[str, Any]:
     return await mail.send(
         call.hub,
@@ -18,6 +18,7 @@ async def send(call: Call, params: MailSend) -> dict[str, Any]:
         body=params.body,
         priority=params.priority,
         thread_id=params.thread_id,
+        idempotency_key=params.idempotency_key,
     )
 
 
