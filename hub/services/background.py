@@ -12,8 +12,9 @@ instead; its log lines name no caller.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -40,3 +41,18 @@ def later(delay: float, callback: Callable[..., object], *args: Any) -> asyncio.
     return asyncio.get_running_loop().call_later(
         delay, callback, *args, context=contextvars.Context()
     )
+
+
+async def stop(
+    timers: Iterable[asyncio.TimerHandle] = (), tasks: Iterable[asyncio.Task[Any] | None] = ()
+) -> None:
+    """Cancel ``timers`` and ``tasks`` and wait for the tasks to end (a
+    hub's shutdown): what a task raises on its way out is its own."""
+    for handle in list(timers):
+        handle.cancel()
+    running = [task for task in list(tasks) if task is not None]
+    for task in running:
+        task.cancel()
+    for task in running:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

@@ -501,10 +501,7 @@ async def send(
     check_body(hub, body)
     if not body:
         raise invalid_params("the body is empty")
-    if not 0 <= wait <= hub.settings.chat_max_wait_seconds:
-        raise invalid_params(
-            f"wait must be between 0 and {hub.settings.chat_max_wait_seconds} seconds"
-        )
+    clock.check_wait(wait, hub.settings.chat_max_wait_seconds, zero=True)
     if (to is None) == (session_id is None):
         raise invalid_params("give either `to` (a list of aliases) or `session_id`")
     sid = parse_id(session_id, "session_id") if session_id is not None else None
@@ -605,10 +602,7 @@ async def wait_reply(
     once, so a wait cut off by a reconnect or another instance misses
     nothing; otherwise it waits on the bus exactly like ``send``."""
     agent_id = actor.require_agent()
-    if not 0 < wait <= hub.settings.chat_max_wait_seconds:
-        raise invalid_params(
-            f"wait must be between 0 and {hub.settings.chat_max_wait_seconds} seconds"
-        )
+    clock.check_wait(wait, hub.settings.chat_max_wait_seconds)
     sid = parse_id(session_id, "session_id")
     after = parse_id(after_message_id, "after_message_id") if after_message_id else None
     listener = _Listener(hub, actor.project_id, agent_id)

@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 
-from hub.services import background, events, policies, webhooks
+from hub.services import background, clock, events, policies, webhooks
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from hub.services.events import change
@@ -361,15 +361,8 @@ class Expiry:
                 logger.warning("escalation sweep failed: %s", exc)
 
     async def stop(self) -> None:
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
-        tasks = [*self._tasks, self._sweeper]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        timers, self._timers = self._timers, {}
+        await background.stop(timers.values(), [*self._tasks, self._sweeper])
 
 
 _machines: dict[int, Expiry] = {}
@@ -395,10 +388,7 @@ async def wait_answer(hub: Hub, actor: Actor, escalation_id: str, wait: float) -
     instance), never by polling; the store is read at the start, on that
     event and after a bus gap, so a wait resumed elsewhere misses nothing."""
     escalation_id = _escalation_id(escalation_id)
-    if not 0 < wait <= hub.settings.chat_max_wait_seconds:
-        raise invalid_params(
-            f"wait must be between 0 and {hub.settings.chat_max_wait_seconds} seconds"
-        )
+    clock.check_wait(wait, hub.settings.chat_max_wait_seconds)
     woken = asyncio.Event()
 
     def on_event(message: dict[str, Any]) -> None:

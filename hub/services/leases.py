@@ -24,7 +24,6 @@ holds and several instances releasing at once announce each row once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from hub.services import background, beads, reservations
@@ -144,15 +143,8 @@ class Leases:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="lease-sweep")
 
     async def stop(self) -> None:
-        for handle in self._timers:
-            handle.cancel()
-        self._timers.clear()
-        tasks = [*self._tasks, *([self._sweeper] if self._sweeper else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        timers, self._timers = self._timers, set()
+        await background.stop(timers, [*self._tasks, self._sweeper])
 
     def agent_left(self, project_id: str, agent_id: str) -> None:
         """The agent just went offline: look again when each grace ends."""

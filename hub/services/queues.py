@@ -39,10 +39,9 @@ from typing import Any
 
 import asyncpg
 
-from hub.services import background, events
+from hub.services import background, clock, events
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
-from protocol.errors import invalid_params
 
 logger = logging.getLogger("beadhub.queues")
 
@@ -87,10 +86,7 @@ def check_wait(hub: Hub, wait: float | None) -> float | None:
     """``wait`` as given, or None for no wait (0 and None)."""
     if wait is None or wait == 0:
         return None
-    limit = hub.settings.queue_max_wait_seconds
-    if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 < wait <= limit:
-        raise invalid_params(f"wait must be between 0 and {limit} seconds", wait=wait)
-    return float(wait)
+    return clock.check_wait(wait, hub.settings.queue_max_wait_seconds)
 
 
 def waiter_view(kind: str, row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:

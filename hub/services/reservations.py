@@ -68,7 +68,6 @@ whose instance died. :func:`start` and :func:`stop` run that machinery.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Sequence
@@ -808,15 +807,8 @@ class Expiry:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="reservation-sweep")
 
     async def stop(self) -> None:
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
-        tasks = [*self._tasks, *([self._sweeper] if self._sweeper else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        timers, self._timers = self._timers, {}
+        await background.stop(timers.values(), [*self._tasks, self._sweeper])
 
     def schedule(
         self, project_id: str, reservation_id: str, expires_at: datetime, least: float = 0.0

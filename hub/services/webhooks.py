@@ -19,7 +19,6 @@ row that says how it ended.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -255,10 +254,4 @@ async def _record(
 
 async def stop(hub: Hub) -> None:
     """Cancel this hub's deliveries under way (shutdown)."""
-    # A copy: each task removes itself from the set as it finishes.
-    tasks = list(_tasks.pop(id(hub), set()))
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    await background.stop(tasks=_tasks.pop(id(hub), set()))
