@@ -25,6 +25,7 @@ from hub.config import Settings
 from hub.services import (
     delivery,
     escalations,
+    key_use,
     leases,
     presence,
     reservations,
@@ -126,6 +127,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await escalations.stop(hub)
             await webhooks.stop(hub)
             await delivery.flush(hub)
+            await key_use.flush(hub)
+            key_use.forget(hub)
             await bus.disconnect()
             await limiter.close()
             await store.close()

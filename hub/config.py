@@ -115,6 +115,11 @@ class Settings:
     rate_auth_failures_per_minute: int = 30
     rate_key_per_minute: int = 3000
     rate_sessions_per_minute: int = 60
+    #: Calls (WebSocket requests, /mcp requests) one key may make on one
+    #: instance: a bucket of ``rate_calls_burst`` refilled at
+    #: ``rate_calls_per_second`` (hub.services.limits.CallBuckets).
+    rate_calls_burst: int = 5000
+    rate_calls_per_second: float = 500.0
     #: Host header values the hub answers (port ignored); ``*`` is any.
     #: Empty: the loopback names, plus ``host`` when it is a name or a
     #: specific address.
@@ -211,6 +216,8 @@ class Settings:
             rate_auth_failures_per_minute=_env_int("BEADHUB_RATE_AUTH_FAILURES", 30),
             rate_key_per_minute=_env_int("BEADHUB_RATE_KEY", 3000),
             rate_sessions_per_minute=_env_int("BEADHUB_RATE_SESSIONS", 60),
+            rate_calls_burst=_env_int("BEADHUB_RATE_CALLS_BURST", 5000),
+            rate_calls_per_second=_env_float("BEADHUB_RATE_CALLS_PER_SECOND", 500.0),
             allowed_hosts=_env_list("BEADHUB_ALLOWED_HOSTS"),
             join_policy=os.environ.get("BEADHUB_JOIN_POLICY", ""),
         )
@@ -266,10 +273,16 @@ class Settings:
             "BEADHUB_RESERVATION_TTL": self.reservation_default_ttl,
             "BEADHUB_WS_PING_INTERVAL": self.ws_ping_interval,
             "BEADHUB_WS_PING_TIMEOUT": self.ws_ping_timeout,
+            "BEADHUB_RATE_CALLS_PER_SECOND": self.rate_calls_per_second,
         }
         for name, value in positive.items():
             if value <= 0:
                 raise SettingError(f"{name}={value} must be more than 0: set a positive number")
+        if self.rate_calls_burst < 1:
+            raise SettingError(
+                f"BEADHUB_RATE_CALLS_BURST={self.rate_calls_burst} must be at least 1:"
+                " set the number of calls a key may make at once"
+            )
         if self.reservation_max_ttl < self.reservation_default_ttl:
             raise SettingError(
                 f"BEADHUB_RESERVATION_MAX_TTL={self.reservation_max_ttl} is below"

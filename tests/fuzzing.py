@@ -185,6 +185,10 @@ def _digest_sql(table: str) -> str:
         # Pushed and opened are noted in memory and written in batches later
         # (hub/services/delivery.py), whatever call is running then.
         row = "md5((to_jsonb(t) - 'pushed_at' - 'opened_at')::text)"
+    if table == "api_keys":
+        # A key's use is noted in memory and written in batches too
+        # (hub/services/key_use.py): a refused call still used the key.
+        row = "md5((to_jsonb(t) - 'last_used_at')::text)"
     if table == "events":
         # Timers announce expiries and lapsed heartbeats by themselves.
         where += " AND t.type NOT IN ('reservation.expired', 'presence')"

@@ -41,6 +41,8 @@ TEST_RATES: dict[str, int] = {
     "rate_auth_failures_per_minute": 1_000_000,
     "rate_key_per_minute": 1_000_000,
     "rate_sessions_per_minute": 1_000_000,
+    "rate_calls_burst": 1_000_000,
+    "rate_calls_per_second": 1_000_000.0,
 }
 TEST_RATES_ENV: dict[str, str] = {
     "BEADHUB_RATE_ONBOARDING": "1000000",
@@ -48,6 +50,8 @@ TEST_RATES_ENV: dict[str, str] = {
     "BEADHUB_RATE_AUTH_FAILURES": "1000000",
     "BEADHUB_RATE_KEY": "1000000",
     "BEADHUB_RATE_SESSIONS": "1000000",
+    "BEADHUB_RATE_CALLS_BURST": "1000000",
+    "BEADHUB_RATE_CALLS_PER_SECOND": "1000000",
 }
 
 

@@ -330,6 +330,43 @@ async def test_revoking_a_key_refuses_it_at_once_and_closes_its_sessions(hub_ser
         await session.close()
 
 
+async def test_keys_list_when_each_key_was_last_used_without_a_write_per_call(
+    hub_server, join, slug
+):
+    by_ws, by_http, by_mcp, unused = [await join(a) for a in ("ws", "http", "mcp", "idle")]
+    await (await HubClient(hub_server.ws_url, by_ws["api_key"]).connect()).close()
+    async with httpx.AsyncClient(base_url=hub_server.http_url, timeout=10) as http:
+
+        async def use_http() -> None:
+            as_http = {"Authorization": f"Bearer {by_http['api_key']}"}
+            assert (await http.get("/v1/status", headers=as_http)).status_code == 200
+
+        await use_http()
+        answer = await http.post(
+            "/mcp",
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={
+                "Authorization": f"Bearer {by_mcp['api_key']}",
+                "Accept": "application/json, text/event-stream",
+            },
+        )
+        assert answer.status_code == 200
+        human = await human_client(hub_server, slug)
+        try:
+            listed = {k["alias"]: k for k in (await human.call("keys.list"))["keys"]}
+            for agent in (by_ws, by_http, by_mcp):
+                assert listed[agent["alias"]]["last_used_at"] is not None, agent["alias"]
+            assert listed[unused["alias"]]["last_used_at"] is None
+            # Used again within the minute: not written again.
+            await use_http()
+            again = {k["alias"]: k for k in (await human.call("keys.list"))["keys"]}
+            assert (
+                again[by_http["alias"]]["last_used_at"] == listed[by_http["alias"]]["last_used_at"]
+            )
+        finally:
+            await human.close()
+
+
 async def test_rotating_answers_the_new_key_then_closes_the_old_sessions(hub_server, join):
     alice = await join("alice")
     old = await HubClient(hub_server.ws_url, alice["api_key"]).connect()

@@ -4,6 +4,7 @@ held across instances when the bus is Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,8 +13,9 @@ import httpx
 import pytest
 import websockets
 
+from hub.config import SettingError, Settings
 from protocol.client import HubClient
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, RpcError
 from tests.support import REDIS_URL, RunningHub, onboard, running_hub, unique
 
 
@@ -189,3 +191,117 @@ async def test_refused_keys_at_the_ticket_route_count_against_the_address(databa
             assert answer.status_code == 401
         # Even the right key is not looked at until the window ends.
         assert_rate_limited(await http.post("/v1/auth/ticket", json={"api_key": agent["api_key"]}))
+
+
+# -- calls per key on one instance (limits.spend_call) ------------------------------------
+
+
+async def _mails_of(server: RunningHub, slug: str) -> int:
+    async with server.hub.store.pool.acquire() as conn:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM mail_messages m JOIN projects p ON p.id = m.project_id "
+                "WHERE p.slug = $1",
+                slug,
+            )
+        )
+
+
+async def test_a_burst_of_calls_past_the_keys_allowance_is_refused_and_does_nothing(
+    database_url: str,
+):
+    burst = 5
+    async with limited_hub(
+        database_url, rate_calls_burst=burst, rate_calls_per_second=0.5
+    ) as server:
+        slug = unique("proj")
+        alice = await onboard(server.http_url, slug, "alice")
+        bob = await onboard(server.http_url, slug, "bob")
+        # Two sessions of one key share its allowance.
+        first, second = await _connect(server, alice), await _connect(server, alice)
+        sends = [
+            (first if n % 2 else second).call(
+                "mail.send", to=["bob"], subject="hi", body=f"message {n}"
+            )
+            for n in range(burst + 3)
+        ]
+        outcomes = await asyncio.gather(*sends, return_exceptions=True)
+        refused = [o for o in outcomes if isinstance(o, RpcError)]
+        sent = [o for o in outcomes if isinstance(o, dict)]
+        assert len(refused) + len(sent) == burst + 3, outcomes
+        assert refused and len(sent) <= burst
+        for error in refused:
+            assert error.code == ErrorCode.RATE_LIMITED
+            assert error.data["retry_after"] >= 1
+        # Only the calls answered were carried out.
+        assert await _mails_of(server, slug) == len(sent)
+        # Another key is not affected.
+        as_bob = await _connect(server, bob)
+        assert (await as_bob.call("session.whoami"))["alias"] == "bob"
+        # The sessions stayed open: after retry_after, alice calls again.
+        await asyncio.sleep(max(e.data["retry_after"] for e in refused))
+        await first.call("mail.send", to=["bob"], subject="again", body="later")
+        assert await _mails_of(server, slug) == len(sent) + 1
+        for client in (first, second, as_bob):
+            await client.close()
+
+
+def _mcp_list(api_key: str) -> dict[str, Any]:
+    return {
+        "url": "/mcp",
+        "json": {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+        "headers": {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json, text/event-stream",
+        },
+    }
+
+
+async def test_mcp_requests_spend_the_same_allowance(database_url: str):
+    async with (
+        limited_hub(database_url, rate_calls_burst=3, rate_calls_per_second=0.5) as server,
+        httpx.AsyncClient(base_url=server.http_url, timeout=10) as http,
+    ):
+        slug = unique("proj")
+        alice = await onboard(server.http_url, slug, "alice")
+        bob = await onboard(server.http_url, slug, "bob")
+        # One WebSocket call and two /mcp requests empty alice's bucket.
+        client = await _connect(server, alice)
+        await client.call("session.whoami")
+        for _ in range(2):
+            assert (await http.post(**_mcp_list(alice["api_key"]))).status_code == 200
+        assert_rate_limited(await http.post(**_mcp_list(alice["api_key"])))
+        assert (await http.post(**_mcp_list(bob["api_key"]))).status_code == 200
+        with pytest.raises(RpcError) as caught:
+            await client.call("session.whoami")
+        assert caught.value.code == ErrorCode.RATE_LIMITED
+        await client.close()
+
+
+async def test_refused_keys_at_mcp_count_against_the_address(database_url: str):
+    async with (
+        limited_hub(database_url, rate_auth_failures_per_minute=2) as server,
+        httpx.AsyncClient(base_url=server.http_url, timeout=10) as http,
+    ):
+        agent = await onboard(server.http_url, unique("proj"), "alice")
+        for _ in range(2):
+            assert (await http.post(**_mcp_list("aw_sk_guess"))).status_code == 401
+        assert_rate_limited(await http.post(**_mcp_list(agent["api_key"])))
+
+
+def test_call_allowance_settings_parse_and_refuse_nonsense(monkeypatch: pytest.MonkeyPatch):
+    defaults = Settings.from_env()
+    assert (defaults.rate_calls_burst, defaults.rate_calls_per_second) == (5000, 500.0)
+    monkeypatch.setenv("BEADHUB_RATE_CALLS_BURST", "40")
+    monkeypatch.setenv("BEADHUB_RATE_CALLS_PER_SECOND", "2.5")
+    settings = Settings.from_env()
+    assert (settings.rate_calls_burst, settings.rate_calls_per_second) == (40, 2.5)
+    for name, value in (
+        ("BEADHUB_RATE_CALLS_BURST", "0"),
+        ("BEADHUB_RATE_CALLS_PER_SECOND", "0"),
+        ("BEADHUB_RATE_CALLS_PER_SECOND", "lots"),
+    ):
+        with monkeypatch.context() as patch:
+            patch.setenv(name, value)
+            with pytest.raises(SettingError, match=name):
+                Settings.from_env()

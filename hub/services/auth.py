@@ -10,6 +10,9 @@ Resolved credentials are cached for a few seconds because the HTTP shim
 authenticates every request; a revocation (hub.services.revocation) drops
 the matching entries on every instance at once, so the cache never keeps a
 revoked key, a deleted agent or a signed-out ticket alive.
+
+Each key resolved is noted as used (hub.services.key_use), which fills
+``api_keys.last_used_at`` to the minute without a write per call.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import asyncpg
 
+from hub.services import key_use
 from hub.services.context import Actor, Hub
 from protocol.errors import unauthorized
 
@@ -99,6 +103,7 @@ async def resolve(hub: Hub, token: str | None) -> tuple[Actor, datetime | None]:
     now = time.monotonic()
     cached = _cache.get(key)
     if cached is not None and cached[0] > now:
+        key_use.noted(hub, cached[1])
         return cached[1], cached[2]
     is_ticket = token.startswith(TICKET_PREFIX)
     row = await hub.store.fetchrow(_RESOLVE_TICKET if is_ticket else _RESOLVE_KEY, key)
@@ -113,6 +118,7 @@ async def resolve(hub: Hub, token: str | None) -> tuple[Actor, datetime | None]:
     expires = row["expires_at"]
     valid_until = now + CACHE_SECONDS
     _cache[key] = (valid_until, actor, expires)
+    key_use.noted(hub, actor)
     return actor, expires
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from hub.bus import Bus
 from hub.bus.relay import Relay
 from hub.config import Settings
-from hub.services.limits import Limiter, MemoryLimiter
+from hub.services.limits import CallBuckets, Limiter, MemoryLimiter
 from hub.store import Store
 from protocol.errors import forbidden
 
@@ -24,6 +24,8 @@ class Hub:
     sessions: set[Any] = field(default_factory=set)
     #: Rate limits (hub.services.limits), on the bus's backend.
     limiter: Limiter = field(default_factory=MemoryLimiter)
+    #: Calls per key on this instance (hub.services.limits.spend_call).
+    calls: CallBuckets = field(default_factory=CallBuckets)
     #: This instance's operator token (hub.services.signin), set at start-up.
     operator_token: str = ""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.services import auth, revocation
+from hub.services import auth, key_use, revocation
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from protocol.errors import forbidden, invalid_params, not_found
@@ -44,6 +44,8 @@ def _agent_scope(actor: Actor, agent_id: str | None) -> str | None:
 
 async def list_(hub: Hub, actor: Actor, agent_id: str | None = None) -> dict[str, Any]:
     scope = _agent_scope(actor, agent_id)
+    # This instance's uses not written yet (others' are a minute at most).
+    await key_use.flush(hub)
     rows = await hub.store.fetch(
         f"""
         SELECT {_COLUMNS} FROM api_keys k JOIN agents a ON a.id = k.agent_id

@@ -20,6 +20,13 @@ Services and transports use it the same way::
 which raises RATE_LIMITED with ``data.retry_after`` (seconds) when the
 caller is over; the HTTP shim answers 429 with a ``Retry-After`` header.
 The rules and their settings are in :data:`RULES`.
+
+Calls on a WebSocket session or ``/mcp`` are too many and too cheap for a
+round trip to Redis each: :func:`spend_call` counts them in this process,
+in a token bucket per key (:class:`CallBuckets`) that the key's sessions
+on this instance share. It allows a burst of ``rate_calls_burst`` calls
+and ``rate_calls_per_second`` after that; a key with sessions on several
+instances gets each instance's allowance.
 """
 
 from __future__ import annotations
@@ -187,6 +194,43 @@ class RedisLimiter(Limiter):
         await self._redis.aclose()
 
 
+class CallBuckets:
+    """A token bucket per key: each call takes a token, tokens come back at
+    ``per_second`` up to ``burst``. No I/O and no lock: it sits on every
+    WebSocket call's path, and the event loop runs one call at a time."""
+
+    MAX_KEYS = 100_000
+
+    def __init__(self) -> None:
+        #: key -> [tokens left, when they were counted (monotonic)]
+        self._buckets: dict[str, list[float]] = {}
+
+    def take(self, key: str, burst: float, per_second: float) -> float:
+        """Take a token: 0 when there was one, else seconds until there is."""
+        now = time.monotonic()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.MAX_KEYS:
+                self._drop_full(now, burst, per_second)
+            self._buckets[key] = [burst - 1, now]
+            return 0.0
+        tokens = min(burst, bucket[0] + (now - bucket[1]) * per_second)
+        bucket[1] = now
+        if tokens >= 1:
+            bucket[0] = tokens - 1
+            return 0.0
+        bucket[0] = tokens
+        return (1 - tokens) / per_second
+
+    def _drop_full(self, now: float, burst: float, per_second: float) -> None:
+        # A full bucket is the same as none: dropping those forgets nothing.
+        self._buckets = {
+            key: bucket
+            for key, bucket in self._buckets.items()
+            if bucket[0] + (now - bucket[1]) * per_second < burst
+        }
+
+
 def create_limiter(url: str, *, prefix: str) -> Limiter:
     """The backend for a bus URL, as :func:`hub.bus.create_bus` chooses."""
     if url.startswith(("redis://", "rediss://", "unix://")):
@@ -200,6 +244,17 @@ async def check(hub: Hub, rule: str, key: str, message: str | None = None) -> No
     if wait > 0:
         metrics.rate_limited(rule)
         raise rate_limited(wait, message or f"too many requests ({rule})")
+
+
+def spend_call(hub: Hub, key: str) -> None:
+    """Count one call of ``key`` (see :func:`caller_key`) on this instance;
+    RATE_LIMITED when its bucket is empty. The caller must do nothing of
+    the refused call."""
+    settings = hub.settings
+    wait = hub.calls.take(key, settings.rate_calls_burst, settings.rate_calls_per_second)
+    if wait > 0:
+        metrics.rate_limited("calls")
+        raise rate_limited(wait, "too many calls")
 
 
 async def refuse_if_over(hub: Hub, rule: str, key: str, message: str | None = None) -> None:

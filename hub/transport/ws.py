@@ -11,6 +11,9 @@ Behaviour and limits:
   expired) the socket is closed with 4001 on whichever instance holds it.
 - Requests run concurrently (a ``chat.send`` that waits does not hold up
   the session), at most ``MAX_IN_FLIGHT`` at once; more get RATE_LIMITED.
+  So do calls past the key's allowance on this instance
+  (``rate_calls_burst``, ``rate_calls_per_second``: limits.spend_call);
+  a refused call does nothing and the session stays open.
   Responses may therefore arrive out of order: match them by ``id``.
 - A request frame larger than ``max_request_bytes`` gets TOO_LARGE and the
   socket stays open; a frame larger than ``ws_max_frame_bytes`` is refused
@@ -117,6 +120,8 @@ class AgentSession:
         self.id = uuid.uuid4().hex
         self.hub = hub
         self.actor = actor
+        #: Whose call allowance this session's requests spend.
+        self._caller = limits.caller_key(actor)
         self.websocket = websocket
         self.expires_at = expires_at
         self._revoked = False
@@ -410,6 +415,11 @@ class AgentSession:
                 {"retry_after": 1},
             )
             self.send(jsonrpc.error(_request_id(raw), error).decode())
+            return
+        try:
+            limits.spend_call(self.hub, self._caller)
+        except RpcError as refused:
+            self.send(jsonrpc.error(_request_id(raw), refused).decode())
             return
         task = asyncio.create_task(self.handle(raw))
         self._in_flight.add(task)

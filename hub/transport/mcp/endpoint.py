@@ -1,7 +1,9 @@
 """``/mcp``: the tools over Streamable HTTP, stateless.
 
 Every request is authenticated by the agent's key (``Authorization:
-Bearer``) before the MCP SDK sees it, and served on its own: no MCP
+Bearer``) before the MCP SDK sees it, counted against the limits on
+refused credentials (per client address) and on calls (per key, the
+WebSocket calls' allowance: limits.spend_call), and served on its own: no MCP
 session lives on an instance, so behind a load balancer any instance
 answers any call. The tools call the services in-process
 (:func:`hub.transport.rpc.dispatch`), as the WebSocket methods do. A wait
@@ -22,9 +24,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from hub.services import auth
+from hub.services import auth, limits
 from hub.services.context import Actor, Hub
 from hub.store import database_unavailable
+from hub.transport.http.base import error_response
 from hub.transport.mcp import server
 from hub.transport.rpc import Call, dispatch
 from protocol.errors import ErrorCode, RpcError
@@ -76,18 +79,10 @@ class Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hub: Hub = scope["app"].state.hub
-        headers = dict(scope.get("headers") or [])
-        token = auth.bearer_token((headers.get(b"authorization") or b"").decode("latin-1"))
         try:
-            actor = await auth.authenticate(hub, token)
-            if actor.is_human:
-                raise RpcError(ErrorCode.FORBIDDEN, "/mcp is for agents' api keys")
+            actor = await _admit(hub, scope)
         except RpcError as exc:
-            body = {"detail": exc.message, "code": int(exc.code)}
-            extra = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
-            await JSONResponse(body, status_code=exc.http_status, headers=extra)(
-                scope, receive, send
-            )
+            await error_response(exc)(scope, receive, send)
             return
         except Exception as exc:
             if not database_unavailable(exc):
@@ -97,3 +92,17 @@ class Endpoint:
             return
         scope[_ACTOR] = actor
         await self._app(scope, receive, send)
+
+
+async def _admit(hub: Hub, scope: Scope) -> Actor:
+    """The agent a request's key names, if its address and key are within
+    their limits."""
+    headers = dict(scope.get("headers") or [])
+    token = auth.bearer_token((headers.get(b"authorization") or b"").decode("latin-1"))
+    client = scope.get("client")
+    address = client[0] if client else "unknown"
+    actor = await limits.authenticated(hub, address, lambda: auth.authenticate(hub, token))
+    if actor.is_human:
+        raise RpcError(ErrorCode.FORBIDDEN, "/mcp is for agents' api keys")
+    limits.spend_call(hub, limits.caller_key(actor))
+    return actor
