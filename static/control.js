@@ -8,6 +8,8 @@ import { SearchPanel } from "./search.js";
 
 const $ = (id) => document.getElementById(id);
 
+// Queue joins and leaves (claim.queued, reservation.dequeued, ...) redraw
+// "Waiting on" too: an agent starting to wait in line shows at once.
 const ATTENTION_EVENTS = /^(presence|claim\.|reservation\.|chat\.|escalation\.|holder_gone)/;
 const STATS_EVENTS = /^(mail$|chat\.message|claim\.|escalation\.)/;
 

@@ -46,6 +46,15 @@ async def run_handoff(ctx: RunContext) -> Metrics:
         )
 
 
+async def _acquire_timed(waiter: HubClient) -> tuple[dict[str, Any], float]:
+    """The queued acquire's answer and when it was read, whether or not the
+    release's own answer came first. (A done callback on the task ran too
+    late when the grant came before the release's answer: the task was
+    already done when awaited, its callback not yet run.)"""
+    granted: dict[str, Any] = await waiter.call("reservations.acquire", paths=[PATH], wait=30)
+    return granted, time.perf_counter()
+
+
 async def gen_handoff(spec: dict[str, Any]) -> Metrics:
     hubs = spec["hubs"]
     (team,) = await onboard_teams(hubs[0]["http"], 1, 2)
@@ -56,16 +65,12 @@ async def gen_handoff(spec: dict[str, Any]) -> Metrics:
         for n in range(spec["rounds"] + 20):
             await holder.call("reservations.acquire", paths=[PATH])
             drain(holder)
-            wanted = asyncio.create_task(waiter.call("reservations.acquire", paths=[PATH], wait=30))
-            arrived: list[float] = []
-            # When the grant's answer is read, whether or not the release's
-            # own answer came first.
-            wanted.add_done_callback(lambda _, a=arrived: a.append(time.perf_counter()))
+            wanted = asyncio.create_task(_acquire_timed(waiter))
             await holder.next_event("reservation.queued", timeout=10)
             started = time.perf_counter()
             await holder.call("reservations.release", paths=[PATH])
-            granted = await wanted
-            elapsed = arrived[0] - started
+            granted, arrived = await wanted
+            elapsed = arrived - started
             assert granted["status"] == "granted", granted
             if n >= 20:  # the first rounds warm the connections and plans up
                 samples.append(elapsed)

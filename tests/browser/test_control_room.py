@@ -136,6 +136,45 @@ async def test_a_stale_claim_released_from_the_page_reaches_the_agents(
     await expect(stale).to_have_count(0, timeout=LIVE)
 
 
+async def test_waiting_on_shows_an_agent_joining_and_leaving_a_queue_live(
+    new_page, join, connect, hub_server
+):
+    """Nothing but the queue's events (``claim.queued``,
+    ``reservation.queued``/``.dequeued``, the grant) reaches the page
+    between these steps, and the "Waiting on" view follows each."""
+    lead = await join("lead", human_name="Ana")
+    alice, bob = await join("alice"), await join("bob")
+    a, b = await connect(alice), await connect(bob)
+    await b.call("beads.sync", mode="full", issues_jsonl=issues_jsonl(("bd-7", "Fix the cache", 1)))
+    await b.call("claims.claim", bead_id="bd-7")
+    await b.call("reservations.acquire", paths=["src/cache.py"], ttl_seconds=900)
+    page = await new_page()
+    await sign_in_human(page, hub_server, lead["project_slug"], lead["human_name"] or lead["alias"])
+    await expect(page.locator("#waiting-empty")).to_be_visible()
+
+    claiming = asyncio.create_task(a.call("claims.claim", bead_id="bd-7", wait=60))
+    queued = page.locator("#waiting li[data-kind=queue]")
+    await expect(queued).to_have_count(1, timeout=LIVE)
+    await expect(queued).to_contain_text("alice is #1 in line for issue bd-7")
+    await expect(page.locator("#waiting-empty")).to_be_hidden()
+
+    # A wait long enough for the steps below, short enough to end in the test.
+    reserving = asyncio.create_task(a.call("reservations.acquire", paths=["src/cache.py"], wait=8))
+    await expect(queued).to_have_count(2, timeout=LIVE)
+    file_line = queued.filter(has_text="alice is #1 in line for file src/cache.py")
+    await expect(file_line).to_have_count(1)
+
+    await b.call("claims.release", bead_id="bd-7")  # the grant takes alice out of line
+    assert (await asyncio.wait_for(claiming, 10))["status"] == "granted"
+    await expect(queued).to_have_count(1, timeout=LIVE)
+    await expect(queued).to_contain_text("src/cache.py")
+
+    # Alice's wait ends: she leaves the line (reservation.dequeued).
+    assert (await asyncio.wait_for(reserving, 30))["status"] == "timeout"
+    await expect(queued).to_have_count(0, timeout=LIVE)
+    await expect(page.locator("#waiting-empty")).to_be_visible()
+
+
 async def test_search_finds_a_mail_in_a_week_and_pages_through_ten_thousand(
     new_page, join, connect, hub_server, database_url
 ):
