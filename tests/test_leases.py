@@ -316,6 +316,51 @@ async def test_a_repeated_key_returns_the_first_answer_and_changes_nothing(team)
     assert [m["body"] for m in history["messages"]] == ["hi"]
 
 
+async def test_a_repeated_escalation_is_created_once(team):
+    alice, bob = await team("alice"), await team("bob")
+    a, b = alice["client"], bob["client"]
+    asked = {"subject": "Which API?", "situation": "v1 or v2?", "bead_id": "bd-1"}
+    first = await a.call("escalations.create", **asked, idempotency_key="k-esc")
+    again = await a.call("escalations.create", **asked, idempotency_key="k-esc")
+    assert again == first
+    created = await b.next_event("escalation.created")
+    assert created["data"]["escalation_id"] == first["escalation_id"]
+
+    other = await refused(
+        a.call("escalations.create", **{**asked, "subject": "Other?"}, idempotency_key="k-esc")
+    )
+    assert other.code == ErrorCode.INVALID_PARAMS
+    mine = await a.call("escalations.list", mine=True)
+    assert [e["escalation_id"] for e in mine["escalations"]] == [first["escalation_id"]]
+    # The next escalation bob hears of is a new one: the repeats announced nothing.
+    marker = await a.call("escalations.create", subject="Marker", situation="-")
+    created = await b.next_event("escalation.created")
+    assert created["data"]["escalation_id"] == marker["escalation_id"]
+
+
+async def test_a_repeated_ack_returns_the_first_answer_and_changes_nothing(team):
+    alice, bob = await team("alice"), await team("bob")
+    a, b = alice["client"], bob["client"]
+    one = await a.call("mail.send", to=["bob"], body="one")
+    two = await a.call("mail.send", to=["bob"], body="two")
+    first = await b.call("mail.ack", message_ids=[one["message_id"]], idempotency_key="k-ack")
+    again = await b.call("mail.ack", message_ids=[one["message_id"]], idempotency_key="k-ack")
+    assert again == first and first["count"] == 1
+    read = await a.next_event("mail.read")
+    assert [m["message_id"] for m in read["data"]["messages"]] == [one["message_id"]]
+
+    other = await refused(
+        b.call("mail.ack", message_ids=[two["message_id"]], idempotency_key="k-ack")
+    )
+    assert other.code == ErrorCode.INVALID_PARAMS
+    unread = await b.call("mail.inbox", unread_only=True)
+    assert [m["message_id"] for m in unread["messages"]] == [two["message_id"]]
+    # The next receipt alice gets is for `two`: the repeat sent none for `one`.
+    await b.call("mail.ack", message_ids=[two["message_id"]])
+    read = await a.next_event("mail.read")
+    assert [m["message_id"] for m in read["data"]["messages"]] == [two["message_id"]]
+
+
 async def test_concurrent_repeats_of_one_key_make_one_change(team):
     alice, bob = await team("alice"), await team("bob")
     answers = await asyncio.gather(

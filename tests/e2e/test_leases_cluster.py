@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from protocol.client import HubClient
+from protocol.errors import ErrorCode, RpcError
 from tests.e2e.cluster import Cluster, running_cluster
 from tests.support import ROOT, onboard, unique
 from tests.test_beads import issue, jsonl
@@ -193,3 +194,48 @@ async def test_a_retried_write_changes_nothing_on_either_instance(cluster, clien
     await on_one.call("claims.release", bead_id="bd-x")
     assert await on_two.call("claims.claim", bead_id="bd-x", idempotency_key="claim-1") == claim
     assert (await b.call("claims.list"))["claims"] == []  # not claimed a second time
+
+
+async def test_a_retried_escalation_or_ack_changes_nothing_on_either_instance(cluster, clients):
+    slug = unique("proj")
+    alice = await onboard(cluster.http_url, slug, "alice")
+    bob = await onboard(cluster.http_url, slug, "bob")
+    on_one = await open_client(clients, cluster.hubs[0].ws_url, alice)
+    on_two = await open_client(clients, cluster.hubs[1].ws_url, alice)
+    b = await open_client(clients, cluster.hubs[1].ws_url, bob)
+
+    asked = {"subject": "Which API?", "situation": "v1 or v2?"}
+    first = await on_one.call("escalations.create", **asked, idempotency_key="esc-1")
+    assert await on_two.call("escalations.create", **asked, idempotency_key="esc-1") == first
+    racing = await asyncio.gather(
+        on_one.call("escalations.create", subject="Race", situation="-", idempotency_key="esc-2"),
+        on_two.call("escalations.create", subject="Race", situation="-", idempotency_key="esc-2"),
+    )
+    assert racing[0] == racing[1]
+    with pytest.raises(RpcError) as info:
+        await on_two.call(
+            "escalations.create", subject="Else", situation="-", idempotency_key="esc-1"
+        )
+    assert info.value.code == ErrorCode.INVALID_PARAMS
+    mine = await on_one.call("escalations.list", mine=True)
+    assert sorted(e["subject"] for e in mine["escalations"]) == ["Race", "Which API?"]
+
+    one = await on_one.call("mail.send", to=["bob"], body="one")
+    two = await on_one.call("mail.send", to=["bob"], body="two")
+    b_one = await open_client(clients, cluster.hubs[0].ws_url, bob)
+    acked = await b.call("mail.ack", message_ids=[one["message_id"]], idempotency_key="ack-1")
+    again = await b_one.call("mail.ack", message_ids=[one["message_id"]], idempotency_key="ack-1")
+    assert again == acked
+    with pytest.raises(RpcError) as info:
+        await b_one.call("mail.ack", message_ids=[two["message_id"]], idempotency_key="ack-1")
+    assert info.value.code == ErrorCode.INVALID_PARAMS
+    unread = await b.call("mail.inbox", unread_only=True)
+    assert [m["message_id"] for m in unread["messages"]] == [two["message_id"]]
+    # One receipt for `one` reached alice on either instance, then the marker's.
+    await b.call("mail.ack", message_ids=[two["message_id"]])
+    for client in (on_one, on_two):
+        receipts = [await client.next_event("mail.read", timeout=10) for _ in range(2)]
+        assert [[m["message_id"] for m in r["data"]["messages"]] for r in receipts] == [
+            [one["message_id"]],
+            [two["message_id"]],
+        ]
