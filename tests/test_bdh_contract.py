@@ -421,3 +421,19 @@ async def test_listing_projects_without_a_key_is_a_clear_401(
         error(deleting, 401)
     mine = ok(await alice.get("/v1/projects"), o.ListProjectsResponse)["projects"]
     assert [p["slug"] for p in mine] == [alice.agent["project_slug"]]
+
+
+# -- 11. an unknown role -------------------------------------------------------------------------
+
+
+async def test_an_unknown_role_is_a_400_naming_the_projects_roles(agent: NewAgent):
+    # bdh :init outside a terminal and without --role takes the role "agent",
+    # which the default policy lacks: bdh :policy then asks for it, and only a
+    # 400 makes bdh say "role rejected by server (available roles: ...)".
+    alice = await agent("alice")
+    refused = await alice.get("/v1/policies/active", role="agent", only_selected="true")
+    assert "agent" in error(refused, 400)
+    roles = sorted(ok(await alice.get("/v1/policies/active"), o.ActivePolicyResponse)["roles"])
+    assert refused.json()["data"]["roles"] == roles and "backend" in roles
+    known = await alice.get("/v1/policies/active", role="Backend", only_selected="true")
+    assert ok(known, o.ActivePolicyResponse)["selected_role"]["role"] == "backend"

@@ -272,7 +272,7 @@ async def test_active_policy_with_conditional_get(agent: NewAgent):
         o.ActivePolicyResponse,
     )
     assert picked["selected_role"]["role"] == role and list(picked["roles"]) == [role]
-    error(await juan.get("/v1/policies/active", role="astronaut"), 404)
+    error(await juan.get("/v1/policies/active", role="astronaut"), 400)
 
 
 async def test_policy_reset_needs_the_coordinator(agent: NewAgent, hub_server):

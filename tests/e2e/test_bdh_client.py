@@ -176,6 +176,14 @@ def test_status_and_policy(team: Team):
     assert "Policy: v1" in policy and "Role: backend" in policy
 
 
+def test_policy_of_a_role_the_project_lacks_names_the_roles(team: Team):
+    # bdh :init without --role and outside a terminal takes the role "agent".
+    refused = team.bob.run(":policy", "--role", "agent")
+    out = refused.stdout + refused.stderr
+    assert refused.returncode != 0
+    assert 'role "agent" rejected by server (available roles: backend,' in out, out
+
+
 def test_mail_send_list_and_open(team: Team):
     sent = team.bob.ok(":aweb", "mail", "send", "alice-frontend", "Login bug fixed.")
     assert "Sent mail to alice-frontend" in sent

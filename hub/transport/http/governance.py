@@ -11,8 +11,9 @@ from starlette.responses import Response
 from hub.services import clock, escalations, policies, presence
 from hub.transport.http import inputs as i
 from hub.transport.http import outputs as o
-from hub.transport.http.base import ORJSONResponse
+from hub.transport.http.base import ORJSONResponse, error_response
 from hub.transport.http.registry import HttpCall, api
+from protocol.errors import ErrorCode, RpcError
 
 TAG = "governance"
 
@@ -68,14 +69,26 @@ def _not_modified(request: Request, etag: str, last_modified: str) -> bool:
     tag=TAG,
     query=i.PolicyQuery,
     response=o.ActivePolicyResponse,
-    errors={304: "not modified since the given ETag or date", 404: "unknown role"},
+    errors={
+        304: "not modified since the given ETag or date",
+        400: "unknown role (`data.roles` lists the project's roles)",
+    },
 )
 async def active_policy(call: HttpCall, query: i.PolicyQuery) -> Response:
     """Answers with ETag and Last-Modified; a request with a matching
     If-None-Match (or a later If-Modified-Since) gets 304 and no body."""
-    policy = await policies.get(
-        call.hub, call.actor, role=query.role or None, only_selected=query.only_selected
-    )
+    try:
+        policy = await policies.get(
+            call.hub, call.actor, role=query.role or None, only_selected=query.only_selected
+        )
+    except RpcError as exc:
+        if exc.code != ErrorCode.NOT_FOUND:
+            raise
+        # bdh takes only a 400 as "role rejected by server" and then names the
+        # project's roles; any other status reaches its user as a bare error.
+        rejected = error_response(exc)
+        rejected.status_code = 400
+        return rejected
     updated = clock.parse(policy["updated_at"]).replace(microsecond=0)
     headers = {
         "ETag": policy["etag"],
