@@ -204,7 +204,10 @@ def main(argv: list[str] | None = None) -> None:
     guard.add_argument("--url", help="the hub's base URL (install; env BEADHUB_URL)")
     guard.add_argument("--api-key", help="this agent's api key (install; env BEADHUB_API_KEY)")
     guard.add_argument(
-        "--no-claude", action="store_true", help="install only the git pre-commit hook"
+        "--no-claude", action="store_true", help="leave out the Claude Code PreToolUse hook"
+    )
+    guard.add_argument(
+        "--codex", action="store_true", help="also the Codex PreToolUse hook (.codex/hooks.json)"
     )
     mcp_commands.add_parsers(sub)
     operations.add_commands(sub)

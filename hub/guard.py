@@ -2,19 +2,25 @@
 
 - ``beadhub guard install`` (in a git work tree) writes a git pre-commit
   hook and a Claude Code PreToolUse hook (``.claude/settings.local.json``,
-  matcher ``Edit|Write|MultiEdit|NotebookEdit``), and keeps the hub's URL
-  and the agent's key in ``<git dir>/beadhub-guard.json`` (mode 600;
-  ``BEADHUB_URL`` / ``BEADHUB_API_KEY`` override it).
+  matcher ``Edit|Write|MultiEdit|NotebookEdit``); with ``--codex`` also
+  Codex's PreToolUse hook (``.codex/hooks.json``, matcher ``apply_patch``,
+  Codex's one file-editing tool). It keeps the hub's URL and the agent's
+  key in ``<git dir>/beadhub-guard.json`` (mode 600; ``BEADHUB_URL`` /
+  ``BEADHUB_API_KEY`` override it).
 - ``beadhub guard pre-commit`` refuses a commit that touches a file under
   another agent's live exclusive reservation, naming the holder, its
   expiry and token. ``BEADHUB_GUARD_OVERRIDE=<reason>`` commits anyway,
   and the override is recorded on the hub (``guard.override``).
-- ``beadhub guard pretooluse`` reads the hook's JSON on stdin (``tool_name``,
-  ``tool_input.file_path``, ``cwd``, as Claude Code sends it; Codex's
-  hooks send the same fields) and answers
-  ``{"hookSpecificOutput": {"hookEventName": "PreToolUse",
-  "permissionDecision": "deny", "permissionDecisionReason": ...}}`` for a
-  file another agent holds, before the edit happens.
+- ``beadhub guard pretooluse`` reads the hook's JSON on stdin: Claude
+  Code's (``tool_name`` Edit/Write/..., ``tool_input.file_path``, ``cwd``)
+  or Codex's (``tool_name`` ``apply_patch``, ``tool_input.command`` the
+  patch, whose ``*** Add/Update/Delete File:`` and ``*** Move to:``
+  headers name the files; openai/codex, codex-rs/core/src/tools/handlers/
+  apply_patch.rs ``pre_tool_use_payload``). For a file another agent
+  holds it answers ``{"hookSpecificOutput": {"hookEventName":
+  "PreToolUse", "permissionDecision": "deny", "permissionDecisionReason":
+  ...}}`` with exit 0, which both clients take as a refusal before the
+  edit happens.
 
 Both ask the hub (``POST /v1/reservations/check``) with a short timeout;
 when the hub cannot be reached they warn and let the work go on.
@@ -39,6 +45,12 @@ TIMEOUT_SECONDS = 3.0
 EDIT_TOOLS = {"Edit": "file_path", "Write": "file_path", "MultiEdit": "file_path",
               "NotebookEdit": "notebook_path"}  # fmt: skip
 MATCHER = "|".join(EDIT_TOOLS)
+#: Codex's file-editing tool: its hook input is the patch (``command``).
+CODEX_EDIT_TOOL = "apply_patch"
+#: The patch lines that name a file the patch writes (Codex's grammar).
+PATCH_HEADERS = ("*** Add File: ", "*** Update File: ", "*** Delete File: ", "*** Move to: ")
+#: Seconds Codex gives the hook (its default is 600; the hub check takes 3 at most).
+CODEX_HOOK_TIMEOUT = 10
 HOOK_MARK = "# beadhub guard"
 CHECK_BATCH = 500
 
@@ -191,6 +203,37 @@ def pre_commit(cwd: Path) -> int:
 # -- PreToolUse -----------------------------------------------------------------------------
 
 
+def patch_paths(patch: str) -> list[str]:
+    """The files a Codex ``apply_patch`` patch writes, in order, once each."""
+    found = []
+    for line in patch.splitlines():
+        for header in PATCH_HEADERS:
+            if line.startswith(header) and line[len(header) :].strip():
+                found.append(line[len(header) :].strip())
+    return list(dict.fromkeys(found))
+
+
+def edit_targets(event: dict[str, Any]) -> list[str]:
+    """The files a PreToolUse event's tool is about to write (as given:
+    absolute, or relative to the event's ``cwd``); none for other tools."""
+    tool, tool_input = str(event.get("tool_name")), event.get("tool_input")
+    if not isinstance(tool_input, dict):
+        return []
+    if tool == CODEX_EDIT_TOOL:
+        patch = tool_input.get("command")
+        return patch_paths(patch) if isinstance(patch, str) else []
+    field = EDIT_TOOLS.get(tool)
+    target = (tool_input.get(field) or tool_input.get("path")) if field else None
+    return [target] if isinstance(target, str) and target else []
+
+
+def _in_tree(cwd: Path, top: Path, target: str) -> str | None:
+    try:
+        return (cwd / target).resolve().relative_to(top.resolve()).as_posix()
+    except (ValueError, OSError):
+        return None  # not a file of this work tree: not the hub's business
+
+
 def pre_tool_use(hook_input: str) -> dict[str, Any] | None:
     """The hook's answer (printed as JSON), or None: no objection."""
     try:
@@ -199,31 +242,27 @@ def pre_tool_use(hook_input: str) -> dict[str, Any] | None:
         return None
     if not isinstance(event, dict):
         return None
-    field = EDIT_TOOLS.get(str(event.get("tool_name")))
-    tool_input = event.get("tool_input")
-    if field is None or not isinstance(tool_input, dict):
-        return None
-    target = tool_input.get(field) or tool_input.get("path")
-    if not isinstance(target, str) or not target:
+    targets = edit_targets(event)
+    if not targets:
         return None
     cwd = Path(str(event.get("cwd") or os.getcwd()))
     try:
         top = work_tree(cwd if cwd.is_dir() else Path.cwd())
-        relative = (cwd / target).resolve().relative_to(top.resolve()).as_posix()
         config = load_config(top)
-    except (ValueError, OSError, subprocess.SubprocessError):
-        return None  # not a file of a git work tree: not the hub's business
-    if config is None:
+    except (OSError, subprocess.SubprocessError):
+        return None  # not in a git work tree
+    relative = [r for r in (_in_tree(cwd, top, t) for t in targets) if r is not None]
+    if config is None or not relative:
         return None
     try:
-        found = refusals(config, [relative])
+        found = refusals(config, relative)
     except HubDown as exc:
         return {"systemMessage": f"beadhub guard: {exc}; the edit goes on unchecked"}
     if not found:
         return None
     reason = (
-        f"beadhub guard: {found[0].describe()}. Do not edit it now: ask the holder, or "
-        "wait for it (reservations.acquire with wait) and edit once it is yours."
+        f"beadhub guard: {'; '.join(r.describe() for r in found)}. Do not edit it now: ask "
+        "the holder, or wait for it (reservations.acquire with wait) and edit once it is yours."
     )
     return {
         "hookSpecificOutput": {
@@ -245,7 +284,9 @@ def _hook_script(previous: Path | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def install(cwd: Path, url: str, api_key: str, *, claude: bool = True) -> list[Path]:
+def install(
+    cwd: Path, url: str, api_key: str, *, claude: bool = True, codex: bool = False
+) -> list[Path]:
     """Write the hooks and the config; return what was written."""
     gdir, top = git_dir(cwd), work_tree(cwd)
     written = []
@@ -265,24 +306,33 @@ def install(cwd: Path, url: str, api_key: str, *, claude: bool = True) -> list[P
     hook.write_text(_hook_script(previous))
     hook.chmod(hook.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     written.append(hook)
+    command = f'"{sys.executable}" -m hub.cli guard pretooluse'
     if claude:
-        written.append(_install_claude(top))
+        # The local settings, not committed: they name this machine's interpreter.
+        path = top / ".claude" / "settings.local.json"
+        written.append(_add_pretooluse(path, MATCHER, {"type": "command", "command": command}))
+    if codex:
+        # Codex has no local variant: the project layer's hooks.json, which
+        # Codex loads once the project is trusted (and, in releases with
+        # hook review, once the hook is trusted in /hooks).
+        handler = {"type": "command", "command": command, "timeout": CODEX_HOOK_TIMEOUT}
+        path = top / ".codex" / "hooks.json"
+        written.append(_add_pretooluse(path, CODEX_EDIT_TOOL, handler))
     return written
 
 
-def _install_claude(top: Path) -> Path:
-    """Add the PreToolUse hook to the work tree's local Claude Code settings
-    (not committed: it names this machine's interpreter)."""
-    path = top / ".claude" / "settings.local.json"
+def _add_pretooluse(path: Path, matcher: str, handler: dict[str, Any]) -> Path:
+    """Put the guard's PreToolUse entry into a hooks file of Claude Code's
+    shape (Codex's hooks.json has the same), keeping every other hook and
+    replacing an earlier guard entry."""
     path.parent.mkdir(exist_ok=True)
     try:
         settings = json.loads(path.read_text())
     except (OSError, ValueError):
         settings = {}
-    command = f'"{sys.executable}" -m hub.cli guard pretooluse'
     entries = settings.setdefault("hooks", {}).setdefault("PreToolUse", [])
     entries[:] = [e for e in entries if "guard pretooluse" not in json.dumps(e)]
-    entries.append({"matcher": MATCHER, "hooks": [{"type": "command", "command": command}]})
+    entries.append({"matcher": matcher, "hooks": [handler]})
     path.write_text(json.dumps(settings, indent=2) + "\n")
     return path
 
@@ -297,7 +347,7 @@ def main(args: Any) -> int:
             print("beadhub guard install needs --url and --api-key (or BEADHUB_URL, "
                   "BEADHUB_API_KEY)", file=sys.stderr)  # fmt: skip
             return 2
-        for path in install(cwd, url, key, claude=not args.no_claude):
+        for path in install(cwd, url, key, claude=not args.no_claude, codex=args.codex):
             print(f"wrote {path}")
         return 0
     if args.action == "pre-commit":

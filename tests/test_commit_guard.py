@@ -162,3 +162,94 @@ async def test_the_pretooluse_hook_denies_an_edit_of_anothers_file(hub_server, a
     assert warned.returncode == 0
     answer = json.loads(warned.stdout)
     assert "hookSpecificOutput" not in answer and "unreachable" in answer["systemMessage"]
+
+
+def codex_hook_input(repo: Path, patch: str) -> str:
+    """What Codex writes on a PreToolUse hook's stdin for an ``apply_patch``
+    call: the fields of ``PreToolUseCommandInput`` (openai/codex,
+    codex-rs/hooks/src/schema.rs, serialized by ``command_input_json`` in
+    codex-rs/hooks/src/events/pre_tool_use.rs), ``tool_name`` from
+    ``HookToolName::apply_patch()`` and ``tool_input`` ``{"command": patch}``
+    (codex-rs/core/src/tools/handlers/apply_patch.rs)."""
+    return json.dumps(
+        {
+            "session_id": "019ab7d4-42dc-7402-88e8-476998ceb487",
+            "turn_id": "turn-1",
+            "transcript_path": None,
+            "cwd": str(repo),
+            "hook_event_name": "PreToolUse",
+            "model": "gpt-5-codex",
+            "permission_mode": "default",
+            "tool_name": "apply_patch",
+            "tool_input": {"command": patch},
+            "tool_use_id": "call-apply-patch",
+        }
+    )
+
+
+def patch(*sections: str) -> str:
+    return "*** Begin Patch\n" + "".join(sections) + "*** End Patch\n"
+
+
+UPDATE_APP = "*** Update File: src/app.py\n@@\n-print('v1')\n+print('v2')\n"
+ADD_DOC = "*** Add File: docs/new.md\n+hello\n"
+MOVE_README = "*** Update File: README.md\n*** Move to: src/app.py\n@@\n-hi\n+hello\n"
+UPDATE_README = "*** Update File: README.md\n@@\n-hi\n+hello\n"
+
+
+async def test_the_codex_hook_denies_a_patch_into_anothers_file(hub_server, agents, repo):
+    alice, _, b = agents
+    # Codex's hooks of `beadhub mcp install --codex` are there already: kept.
+    (repo / ".codex").mkdir()
+    mcp_hooks = {"SessionStart": [{"hooks": [{"type": "command", "command": "x hook"}]}]}
+    (repo / ".codex" / "hooks.json").write_text(json.dumps({"hooks": mcp_hooks}))
+    installed = await run(
+        repo,
+        *beadhub("guard", "install", "--codex", "--url", hub_server.http_url,
+                 "--api-key", alice["api_key"]),
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    hooks = json.loads((repo / ".codex" / "hooks.json").read_text())["hooks"]
+    assert hooks["SessionStart"] == mcp_hooks["SessionStart"]
+    [entry] = hooks["PreToolUse"]
+    assert entry["matcher"] == "apply_patch"
+    [handler] = entry["hooks"]
+    assert handler["type"] == "command" and handler["timeout"] == 10
+    await b.call("reservations.acquire", paths=["src/app.py"])
+
+    async def codex_runs(the_patch: str, **env: str) -> subprocess.CompletedProcess[str]:
+        # As Codex runs a command hook: through the shell, in the session's cwd.
+        return await run(
+            repo, "sh", "-c", handler["command"], stdin=codex_hook_input(repo, the_patch), **env
+        )
+
+    for denied_patch in (patch(ADD_DOC, UPDATE_APP), patch(MOVE_README)):
+        denied = await codex_runs(denied_patch)
+        assert denied.returncode == 0, denied.stderr
+        answer = json.loads(denied.stdout)["hookSpecificOutput"]
+        assert answer["hookEventName"] == "PreToolUse"
+        assert answer["permissionDecision"] == "deny"
+        assert "src/app.py is reserved by bob" in answer["permissionDecisionReason"]
+        assert "docs/new.md" not in answer["permissionDecisionReason"]
+
+    allowed = await codex_runs(patch(ADD_DOC, UPDATE_README))
+    assert allowed.returncode == 0 and allowed.stdout == "", allowed.stdout
+    await b.call("reservations.release", paths=["src/app.py"])
+    after = await codex_runs(patch(UPDATE_APP))
+    assert after.returncode == 0 and after.stdout == "", after.stdout
+
+    # Hub down: a warning (Codex shows systemMessage), no decision, the patch goes on.
+    await b.call("reservations.acquire", paths=["src/app.py"])
+    down = {"BEADHUB_URL": f"http://127.0.0.1:{free_port()}", "BEADHUB_API_KEY": alice["api_key"]}
+    warned = await codex_runs(patch(UPDATE_APP), **down)
+    assert warned.returncode == 0
+    answer = json.loads(warned.stdout)
+    assert "hookSpecificOutput" not in answer and "unreachable" in answer["systemMessage"]
+
+
+def test_patch_paths_reads_every_file_a_codex_patch_writes() -> None:
+    from hub.guard import patch_paths
+
+    text = patch(ADD_DOC, UPDATE_APP, MOVE_README, "*** Delete File: old.txt\n", UPDATE_APP)
+    assert patch_paths(text) == ["docs/new.md", "src/app.py", "README.md", "old.txt"]
+    assert patch_paths("print('not a patch')\n*** Add File: \n") == []
