@@ -132,6 +132,7 @@ async function exchangeKey(credential, projectSlug = "") {
     project_slug: body.project_slug,
     human_name: body.kind === "agent" ? `${body.alias} (agent view)` : body.human_name,
     kind: body.kind,
+    alias: body.alias,
   };
   sessionStorage.setItem(STORAGE_KEY, JSON.stringify(session));
   return session;
@@ -1056,7 +1057,9 @@ function start(newSession) {
     toast,
     confirmThen,
     agents: () => state.agents,
-    me: () => `human:${session?.human_name}`,
+    // Who "me" is in mail and chat: the agent itself in its own view.
+    me: () => (session?.kind === "agent" ? session.alias : `human:${session?.human_name}`),
+    agentView: () => session?.kind === "agent",
     openEscalation: (id) => {
       if (state.escalations.some((e) => e.escalation_id === id)) openEscalation(id);
       else toast("That escalation is older than the list shown here", true);

@@ -15,7 +15,7 @@ const STATS_EVENTS = /^(mail$|chat\.message|claim\.|escalation\.)/;
 
 export class ControlRoom {
   constructor(ctx) {
-    this.ctx = ctx; // { call, h, ago, toast, agents(), me(), openEscalation(id), confirmThen }
+    this.ctx = ctx; // { call, h, ago, toast, agents(), me(), agentView(), openEscalation(id), confirmThen }
     this.messages = new MessageCentre(ctx);
     this.search = new SearchPanel(ctx, (hit) => this.openHit(hit));
     this.timers = new Map();
@@ -46,15 +46,23 @@ export class ControlRoom {
   }
 
   onOpen() {
+    // Who waits on whom, what a gone agent holds and webhooks are a human's:
+    // an agent's own view (bdh :dashboard) would only be refused them, so it
+    // neither shows nor asks for them.
+    const human = !this.ctx.agentView();
+    $("attention-panel").hidden = !human;
+    $("webhooks-panel").hidden = !human;
     this.messages.onOpen();
-    this.later("attention", () => this.loadAttention(), 0);
+    if (human) this.later("attention", () => this.loadAttention(), 0);
     this.later("stats", () => this.loadStats(), 0);
-    this.later("webhooks", () => this.loadWebhooks(), 0);
+    if (human) this.later("webhooks", () => this.loadWebhooks(), 0);
   }
 
   onEvent(event) {
     this.messages.onEvent(event);
-    if (ATTENTION_EVENTS.test(event.type)) this.later("attention", () => this.loadAttention());
+    if (ATTENTION_EVENTS.test(event.type) && !this.ctx.agentView()) {
+      this.later("attention", () => this.loadAttention());
+    }
     if (STATS_EVENTS.test(event.type)) this.later("stats", () => this.loadStats(), 1000);
   }
 

@@ -7,7 +7,7 @@ const $ = (id) => document.getElementById(id);
 
 export class MessageCentre {
   constructor(ctx) {
-    this.ctx = ctx; // { call, h, ago, clock, toast, agents(), me() }
+    this.ctx = ctx; // { call, h, ago, clock, toast, agents(), me(), agentView() }
     this.view = null; // { kind: "thread" | "chat", id, participants }
     this.timers = new Map();
     $("messages-tabs").addEventListener("click", (e) => {
@@ -26,8 +26,11 @@ export class MessageCentre {
   }
 
   onOpen() {
+    // Every conversation of the project is a human's list; an agent's own
+    // view keeps its inbox (its own chats are there).
+    $("messages-tabs").querySelector('[data-tab="chats"]').hidden = this.ctx.agentView();
     this.later("inbox", 0);
-    this.later("chats", 0);
+    if (!this.ctx.agentView()) this.later("chats", 0);
     if (this.view) this.later("view", 0);
   }
 
@@ -40,7 +43,7 @@ export class MessageCentre {
       if (event.type === "mail.read" && this.view?.kind === "thread") this.later("view");
     }
     if (event.type === "chat.message" || event.type === "chat.read") {
-      this.later("chats");
+      if (!this.ctx.agentView()) this.later("chats");
       if ((d.participants ?? []).includes(me) || event.type === "chat.read") this.later("inbox");
       if (this.view?.kind === "chat" && d.session_id === this.view.id) this.later("view");
     }

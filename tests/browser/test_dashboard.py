@@ -76,6 +76,41 @@ async def test_the_link_bdh_dashboard_prints_signs_in_and_drops_the_key(
     assert page.url == "about:blank"
 
 
+# Every toast the page shows, kept from the first script on (a toast hides after 4 s).
+RECORD_TOASTS = """
+new MutationObserver(() => {
+  const el = document.getElementById("toast");
+  if (el && !el.hidden) (window.__toasts ??= []).push(el.className + ": " + el.textContent);
+}).observe(document, { subtree: true, childList: true, attributes: true, characterData: true });
+"""
+
+
+async def test_the_agents_own_view_is_the_agents(new_page, join, connect, hub_server):
+    alice = await join("alice", human_name="Juan")
+    b = await connect(await join("bob"))
+    page = await new_page()
+    await page.add_init_script(RECORD_TOASTS)
+    await page.goto(f"{hub_server.http_url}/#api_key={alice['api_key']}")
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+
+    # What only a human may see (who waits on whom, stale holdings, every
+    # conversation, webhooks): the agent's view neither shows nor asks for it.
+    await expect(page.locator("#webhooks-panel")).to_be_hidden()
+    await expect(page.locator("#attention-panel")).to_be_hidden()
+    await expect(page.locator('#messages-tabs [data-tab="chats"]')).to_be_hidden()
+    # Mail to the agent is mail to "me": the inbox follows it live.
+    badge = page.locator("#inbox-count")
+    await expect(badge).to_have_text("0")
+    await b.call("mail.send", to=["alice"], subject="api done", body="merged")
+    await expect(badge).to_have_text("1", timeout=LIVE)
+    await expect(page.locator("#inbox-list")).to_contain_text("bob: api done")
+    # A chat to the agent lands in its inbox too, and asks for no human's list.
+    await b.call("chat.send", to=["alice"], body="ping")
+    await expect(badge).to_have_text("2", timeout=LIVE)
+    toasts = await page.evaluate("() => window.__toasts ?? []")
+    assert toasts == [], sorted(set(toasts))
+
+
 async def test_form_sign_in_and_a_bad_key(new_page, join, hub_server, slug):
     alice = await join("alice")
     page = await new_page()
