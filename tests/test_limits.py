@@ -259,7 +259,7 @@ def _mcp_list(api_key: str) -> dict[str, Any]:
 
 async def test_mcp_requests_spend_the_same_allowance(database_url: str):
     async with (
-        limited_hub(database_url, rate_calls_burst=3, rate_calls_per_second=0.5) as server,
+        limited_hub(database_url, rate_calls_burst=3, rate_calls_per_second=0.1) as server,
         httpx.AsyncClient(base_url=server.http_url, timeout=10) as http,
     ):
         slug = unique("proj")
