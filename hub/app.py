@@ -116,7 +116,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings.bus_url.split("@")[-1],
         )
         try:
-            async with mcp_endpoint.running():
+            async with mcp_endpoint.running(hub):
                 yield
         finally:
             await revocation.stop(hub)

@@ -72,3 +72,8 @@ class Bus(ABC):
 
     @abstractmethod
     async def ping(self) -> bool: ...
+
+    async def instance_alive(self, instance_id: str) -> bool:
+        """Whether the instance ``instance_id`` still runs. With a bus no
+        other instance shares, only this one does."""
+        return instance_id == self.instance_id

@@ -414,6 +414,12 @@ class RedisBus(Bus):
 
     # -- instance liveness ---------------------------------------------------------
 
+    async def instance_alive(self, instance_id: str) -> bool:
+        """Its heartbeat key: gone one TTL after the instance stopped."""
+        if instance_id == self.instance_id:
+            return True
+        return bool(await self.redis.exists(self._alive(instance_id)))
+
     async def _heartbeat_loop(self) -> None:
         failing = False
         while True:

@@ -72,10 +72,12 @@ WHERE r.expires_at > now() AND coalesce(a.http_online_until, '-infinity') <= now
       <= now() - make_interval(secs => $2)
 """
 
-#: Idempotency keys are kept this long (hub.services.idempotency).
+#: Idempotency keys are kept this long (hub.services.idempotency); tool
+#: tasks until their ttl (hub.services.tool_tasks).
 _PRUNE = """
 WITH k AS (DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'),
-     w AS (DELETE FROM waiters WHERE deadline < now() - interval '1 minute')
+     w AS (DELETE FROM waiters WHERE deadline < now() - interval '1 minute'),
+     t AS (DELETE FROM tool_tasks WHERE expires_at < now())
 SELECT 1
 """
 

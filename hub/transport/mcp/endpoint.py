@@ -10,6 +10,9 @@ answers any call. The tools call the services in-process
 (``chat_send`` with ``wait``, ``chat_wait``, ``escalate``) runs in the
 request; its state is in the store and it is woken by the bus, so if the
 client's connection drops, ``chat_wait`` on any instance picks it up.
+A client that declares the Tasks extension (2026-07-28) gets a task for a
+waiting call instead (hub.transport.mcp.hub_tasks): kept in the store, so
+``tasks/get`` and ``tasks/cancel`` work on any instance.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from hub.services.context import Actor, Hub
 from hub.store import database_unavailable
 from hub.transport.http.base import error_response
 from hub.transport.mcp import server
+from hub.transport.mcp.hub_tasks import StoreTasks
 from hub.transport.rpc import Call, dispatch
 from protocol.errors import ErrorCode, RpcError
 
@@ -49,21 +53,26 @@ class HubCaller:
     wait = call
 
 
-def _caller_for(ctx: ServerRequestContext[Any, Any]) -> HubCaller:
+def _actor_for(ctx: ServerRequestContext[Any, Any]) -> tuple[Hub, Actor]:
     request = ctx.request
     scope = getattr(request, "scope", None) or {}
     actor = scope.get(_ACTOR)
     if actor is None:
         raise RpcError(ErrorCode.UNAUTHORIZED, "no api key on this request")
-    return HubCaller(scope["app"].state.hub, actor)
+    return scope["app"].state.hub, actor
+
+
+def _caller_for(ctx: ServerRequestContext[Any, Any]) -> HubCaller:
+    return HubCaller(*_actor_for(ctx))
 
 
 class Endpoint:
     """The ``/mcp`` route of one app; :meth:`running` belongs in its lifespan."""
 
     def __init__(self) -> None:
+        self.tasks = StoreTasks(_actor_for)
         self.manager = StreamableHTTPSessionManager(
-            app=server.build(_caller_for),
+            app=server.build(_caller_for, self.tasks),
             stateless=True,
             # One JSON answer per POST; progress of a long wait needs the
             # SSE answer, which the client asks for in its Accept header.
@@ -73,8 +82,8 @@ class Endpoint:
         self.route = Route(PATH, self, methods=["GET", "POST", "DELETE"])
 
     @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        async with self.manager.run():
+    async def running(self, hub: Hub) -> AsyncIterator[None]:
+        async with self.tasks.running(hub), self.manager.run():
             yield
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

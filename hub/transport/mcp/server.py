@@ -11,7 +11,7 @@ import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 
-from hub.transport.mcp import tools
+from hub.transport.mcp import tasks, tools
 from protocol.errors import RpcError
 
 NAME = "beadhub"
@@ -45,7 +45,9 @@ def result(outcome: tools.Outcome) -> types.CallToolResult:
     )
 
 
-def build(caller_for: CallerFor, version: str = "") -> Server[Any]:
+def build(caller_for: CallerFor, backend: tasks.Backend, version: str = "") -> Server[Any]:
+    """The server; a waiting call of a client that declares the Tasks
+    extension runs as a task kept by ``backend`` (hub.transport.mcp.tasks)."""
     listed = types.ListToolsResult(tools=tool_list())
 
     async def list_tools(
@@ -67,10 +69,12 @@ def build(caller_for: CallerFor, version: str = "") -> Server[Any]:
         outcome = await tools.run(params.name, params.arguments, tools.ToolCall(caller, progress))
         return result(outcome)
 
-    return Server(
+    app: Server[Any] = Server(
         NAME,
         version=version,
         instructions=INSTRUCTIONS,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )
+    tasks.install(app, tasks.TasksExtension(backend), call_tool)
+    return app

@@ -28,7 +28,7 @@ from typing import Any
 
 from mcp.server.stdio import stdio_server
 
-from hub.transport.mcp import server, tools
+from hub.transport.mcp import server, tasks, tools
 from hub.transport.mcp.config import Found
 from protocol.client import ConnectionLost, HubClient
 from protocol.errors import ErrorCode, RpcError
@@ -176,13 +176,15 @@ async def _pipes() -> tuple[_PipeIn, _PipeOut] | None:
 async def serve(found: Found) -> None:
     caller = SessionCaller(found)
     await caller.connect()
+    backend = tasks.LocalTasks(lambda _ctx: caller)
     try:
-        app = server.build(lambda _ctx: caller)
+        app = server.build(lambda _ctx: caller, backend)
         pipes = await _pipes()
         streams = stdio_server(*pipes) if pipes else stdio_server()  # type: ignore[arg-type]
         async with streams as (read, write):
             await app.run(read, write, app.create_initialization_options())
     finally:
+        await backend.close()
         await caller.close()
 
 

@@ -615,6 +615,14 @@ class Outcome:
     text: str
     is_error: bool = False
 
+    def wire(self) -> dict[str, Any]:
+        """As an MCP ``CallToolResult`` in JSON (a task's stored result)."""
+        return {
+            "content": [{"type": "text", "text": self.text}],
+            "structuredContent": self.data,
+            "isError": self.is_error,
+        }
+
 
 def refusal(exc: RpcError) -> Outcome:
     hint = NEXT.get(int(exc.code), "")
@@ -643,3 +651,61 @@ async def run(name: str, arguments: dict[str, Any] | None, call: ToolCall) -> Ou
         what = "nothing was changed" if found.read_only else "it may or may not have happened"
         return refusal(RpcError(ErrorCode.UNAVAILABLE, f"lost the connection to the hub; {what}"))
     return Outcome(data, found.summary(data))
+
+
+# -- waiting calls as tasks ----------------------------------------------------------------
+
+#: The tools that may wait, and what they wait for.
+WAITING_FOR = {
+    "chat_send": "waiting for a reply",
+    "chat_reply": "waiting for a reply",
+    "chat_wait": "waiting for a reply",
+    "escalate": "waiting for a human",
+    "claim": "waiting in line",
+    "reserve": "waiting in line",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WaitPlan:
+    """A call that will wait: for how long, for what, and the call that
+    picks the wait up again (its ``wait`` left out) if it is cut off."""
+
+    seconds: float
+    waiting_for: str
+    resume_tool: str
+    resume_arguments: dict[str, Any]
+
+
+def wait_plan(name: str, arguments: dict[str, Any] | None) -> WaitPlan | None:
+    """The plan of a call that waits; None for one that answers at once,
+    or that is refused at once (bad arguments)."""
+    found = TOOLS.get(name)
+    if found is None or name not in WAITING_FOR:
+        return None
+    try:
+        args = found.args.model_validate(arguments or {})
+    except ValidationError:
+        return None
+    seconds = float(getattr(args, "wait", 0) or 0)
+    if seconds <= 0 or not _complete(args):
+        return None
+    resume = {k: v for k, v in (arguments or {}).items() if k != "wait"}
+    tool = name
+    # A send is never repeated: the wait resumes in its conversation, where
+    # chat_wait reads the reply that came meanwhile. Claims, reservations
+    # and escalations repeat harmlessly (escalations.create with its key).
+    if isinstance(args, ChatSendArgs):
+        tool, resume = "chat_wait", {"to": args.to}
+    elif isinstance(args, ChatReplyArgs):
+        tool, resume = "chat_wait", {"session_id": args.session_id}
+    return WaitPlan(seconds, WAITING_FOR[name], tool, resume)
+
+
+def _complete(args: Args) -> bool:
+    """Arguments the tool does not refuse before it waits."""
+    if isinstance(args, ChatWaitArgs):
+        return (args.session_id is None) != (args.to is None)
+    if isinstance(args, EscalateArgs):
+        return args.escalation_id is not None or bool(args.subject and args.situation)
+    return True
