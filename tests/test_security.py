@@ -292,6 +292,11 @@ async def snapshot(server: RunningHub, v: Victim) -> list[Any]:
             for t in tables
         ]
         parts.append("SELECT 'projects', md5(x::text) FROM projects x WHERE id = $1")
+        # Readable beside the digest: which events a change added.
+        parts.append(
+            "SELECT 'event types', string_agg(type, ',' ORDER BY seq) FROM events"
+            f" WHERE project_id = $1 {_SKIP['events']}"
+        )
         _digest_sql = " UNION ALL ".join(parts)
     return [tuple(r) for r in await store.fetch(_digest_sql, v.ids["project_id"])]
 
