@@ -267,7 +267,7 @@ async def test_chat_send_during_a_redis_outage_succeeds_or_stores_nothing(
             await b.next_event("chat.message", timeout=5)
             private_redis.stop()
             succeeded, failed = [], []
-            for n in range(12):
+            for n in range(6):
                 body = f"during-{n}"
                 try:
                     call = a.call("chat.send", to=["bob"], body=body, wait=wait)
@@ -282,7 +282,7 @@ async def test_chat_send_during_a_redis_outage_succeeds_or_stores_nothing(
             async with httpx.AsyncClient(
                 base_url=cluster.http_url, headers=headers, timeout=30
             ) as http:
-                for n in range(12, 18):
+                for n in range(6, 10):
                     body = f"during-{n}"
                     answer = await http.post(
                         f"/v1/chat/sessions/{sid}/messages", json={"body": body}
