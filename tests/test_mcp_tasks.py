@@ -75,7 +75,7 @@ async def test_chat_send_with_wait_runs_as_a_task_until_the_reply(
         done = await settled(client, task_id)
     assert done["status"] == "completed"
     result = done["result"]
-    assert result["isError"] is False
+    assert result["resultType"] == "complete" and result["isError"] is False
     assert result["structuredContent"]["status"] == "replied"
     assert result["structuredContent"]["reply"]["body"] == "yes, go"
     assert result["content"][0]["text"] == "replied: bob: yes, go"

@@ -616,8 +616,9 @@ class Outcome:
     is_error: bool = False
 
     def wire(self) -> dict[str, Any]:
-        """As an MCP ``CallToolResult`` in JSON (a task's stored result)."""
+        """As a 2026-07-28 ``CallToolResult`` in JSON (a task's result)."""
         return {
+            "resultType": "complete",
             "content": [{"type": "text", "text": self.text}],
             "structuredContent": self.data,
             "isError": self.is_error,
