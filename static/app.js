@@ -444,6 +444,8 @@ const EVENT_LISTS = {
   "reservation.renewed": "reservations",
   "reservation.revoked": "reservations",
   "reservation.expired": "reservations",
+  "agent.granted": "agents",
+  "workspace.deleted": "agents",
   "escalation.created": "escalations",
   "escalation.answered": "escalations",
   "escalation.expired": "escalations",
@@ -451,6 +453,10 @@ const EVENT_LISTS = {
 };
 
 function onEvent(event) {
+  if (event.type === "resync") {
+    onResync(event);
+    return;
+  }
   room?.onEvent(event);
   if (event.type === "presence" && event.data?.agent_id) {
     state.agents.set(event.data.agent_id, event.data);
@@ -468,6 +474,26 @@ function onEvent(event) {
     state.timeline.set(event.id, event);
     renderTimeline();
   }
+}
+
+// The page resumed from a cursor older than the hub keeps events: the hub
+// could not replay what happened meanwhile and said so. What the page built
+// from events (the mail and chat feed, a timeline) may have holes, so it is
+// dropped, and every list is read again.
+function onResync(event) {
+  state.activity = new Map();
+  state.timeline = new Map();
+  renderActivity();
+  renderTimeline();
+  refreshAll();
+  room?.onResync();
+  const days = event.data?.retention_days;
+  const note = $("resync-note");
+  note.hidden = false;
+  note.textContent =
+    `This page was away longer than the hub keeps events${days ? ` (${days} days)` : ""}: ` +
+    `it read everything again at ${new Date().toLocaleTimeString()}; this feed starts from what the hub still has.`;
+  toast("Caught up: the page read everything again");
 }
 
 function concerns(event, agentId) {
@@ -500,6 +526,7 @@ function renderTeam() {
   $("team").replaceChildren(...agents.map(agentItem));
   if (focused) $("team").querySelector(`li[data-agent-id="${focused}"] .agent-open`)?.focus();
   renderMailTargets(agents);
+  room?.onAgents();
 }
 
 function agentItem(agent) {
@@ -1041,6 +1068,7 @@ function start(newSession) {
   $("app").hidden = false;
   $("project-slug").textContent = session.project_slug;
   $("human-name").textContent = session.human_name;
+  $("resync-note").hidden = true;
   document.title = `${session.project_slug} · BeadHub`;
   renderTeam();
   renderWork();

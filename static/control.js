@@ -2,6 +2,7 @@
 // centre, search, what needs attention (who waits on whom, stale claims and
 // reservations), charts, webhooks, and an honest connection state.
 
+import { TeamAccess } from "./access.js";
 import { barChart, duration } from "./charts.js";
 import { MessageCentre, when } from "./messages.js";
 import { SearchPanel } from "./search.js";
@@ -17,6 +18,8 @@ export class ControlRoom {
   constructor(ctx) {
     this.ctx = ctx; // { call, h, ago, toast, agents(), me(), agentView(), openEscalation(id), confirmThen }
     this.messages = new MessageCentre(ctx);
+    // Keys, admission and the audit trail: a signed-in human's only.
+    this.access = ctx.agentView() ? null : new TeamAccess(ctx);
     this.search = new SearchPanel(ctx, (hit) => this.openHit(hit));
     this.timers = new Map();
     this.wasLive = false;
@@ -25,6 +28,7 @@ export class ControlRoom {
   }
 
   stop() {
+    this.access?.stop();
     for (const timer of this.timers.values()) clearTimeout(timer);
     this.timers.clear();
     this.onState("live");
@@ -56,10 +60,22 @@ export class ControlRoom {
     if (human) this.later("attention", () => this.loadAttention(), 0);
     this.later("stats", () => this.loadStats(), 0);
     if (human) this.later("webhooks", () => this.loadWebhooks(), 0);
+    this.access?.onOpen();
+  }
+
+  // The hub could not replay what this page missed (pruned): read it all.
+  onResync() {
+    this.staleKey = null;
+    this.onOpen();
+  }
+
+  onAgents() {
+    this.access?.onAgents();
   }
 
   onEvent(event) {
     this.messages.onEvent(event);
+    this.access?.onEvent(event);
     if (ATTENTION_EVENTS.test(event.type) && !this.ctx.agentView()) {
       this.later("attention", () => this.loadAttention());
     }

@@ -444,3 +444,97 @@ async def test_only_a_human_deletes_the_project(hub_server, join, slug):
         refused = await http.delete(f"/v1/projects/{alice['project_id']}")
         assert refused.status_code == 403 and refused.json()["data"]["needs"] == "human"
         assert (await http.get("/v1/status")).status_code == 200
+
+
+# -- what the dashboard is told -----------------------------------------------------------
+
+
+async def events_until(client: HubClient, marker: str) -> list[str]:
+    """The types of the events ``client`` gets up to the mail with subject
+    ``marker`` (which the test sends last: what was not seen by then was
+    not sent to it)."""
+    seen: list[str] = []
+    async with asyncio.timeout(5):
+        async for event in client.events():
+            if event["type"] == "mail" and event["data"]["subject"] == marker:
+                return seen
+            seen.append(event["type"])
+    raise AssertionError("unreachable")
+
+
+async def test_key_changes_the_join_policy_and_the_trail_are_announced(hub_server, join, slug):
+    alice, bob = await join("alice"), await join("bob")
+    human = await human_client(hub_server, slug)
+    try:
+        async with HubClient(hub_server.ws_url, bob["api_key"]) as b:
+            rotated = await human.call("keys.rotate", agent_id=alice["agent_id"])
+            seen = (await human.next_event("key.rotated", timeout=5))["data"]
+            assert (seen["agent_id"], seen["key_id"], seen["by"]) == (
+                alice["agent_id"],
+                rotated["key_id"],
+                "human:juan",
+            )
+            assert rotated["api_key"].startswith(seen["prefix"])
+            assert rotated["api_key"] not in str(seen) and len(seen["revoked"]) == 1
+            revoked = await human.call("keys.revoke", key_id=rotated["key_id"])
+            gone = (await human.next_event("key.revoked", timeout=5))["data"]
+            assert gone["key_id"] == revoked["key_id"] and gone["active"] is False
+            await human.call("keys.revoke", key_id=rotated["key_id"])  # already revoked: no news
+            policy = await human.call("join.policy.set", join_policy="approval")
+            announced = (await human.next_event("join.policy.updated", timeout=5))["data"]
+            assert announced == {**policy, "by": "human:juan"}
+            # The trail's entry follows the change it records.
+            entry = (await human.next_event("audit.recorded", timeout=5))["data"]
+            assert (entry["actor"], entry["action"], entry["outcome"]) == (
+                "human:juan",
+                "join.policy.set",
+                "ok",
+            )
+            assert entry["detail"] == {"join_policy": "approval"}
+            assert (await human.call("audit.list", limit=1))["entries"] == [entry]
+
+            # Bob saw none of it: another agent's keys, the policy and the
+            # trail are for the humans (and the key's own agent).
+            await human.call("mail.send", to=["bob"], subject="marker", body="-")
+            assert not {
+                "key.rotated",
+                "key.revoked",
+                "join.policy.updated",
+                "audit.recorded",
+            } & set(await events_until(b, "marker"))
+            types = await hub_server.hub.store.fetch(
+                "SELECT type, recipients FROM events WHERE project_id = $1 AND type LIKE 'key.%'",
+                alice["project_id"],
+            )
+            assert sorted((r["type"], r["recipients"]) for r in types) == [
+                ("key.revoked", [alice["agent_id"]]),
+                ("key.rotated", [alice["agent_id"]]),
+            ]
+    finally:
+        await human.close()
+
+
+async def test_the_team_listing_says_which_role_a_human_granted(hub_server, join, slug):
+    lena = await grant_coordinator(hub_server, await join("lena", role="coordinator"))
+    await join("bob", role="coordinator")  # declared only
+    async with HubClient(hub_server.ws_url, lena["api_key"]) as client:
+        agents = {a["alias"]: a for a in (await client.call("presence.list"))["agents"]}
+    assert agents["lena"]["granted_role"] == "coordinator"
+    assert agents["bob"]["granted_role"] is None and agents["bob"]["role"] == "coordinator"
+
+
+async def test_the_dashboards_reads_are_not_actions_in_the_trail(hub_server, join, slug):
+    await join("alice")
+    human = await human_client(hub_server, slug)
+    try:
+        trail = (await human.call("audit.list"))["entries"]
+        for method, params in [
+            ("team.stale", {}),
+            ("team.waiting", {}),
+            ("chat.all", {}),
+            ("search.query", {"text": "anything"}),
+        ]:
+            await human.call(method, **params)
+        assert (await human.call("audit.list"))["entries"] == trail
+    finally:
+        await human.close()

@@ -54,22 +54,31 @@ async def get_policy(hub: Hub, actor: Actor) -> dict[str, Any]:
     stored = await hub.store.fetchval(
         "SELECT join_policy FROM projects WHERE id = $1", actor.project_id
     )
+    return _policy_view(hub.settings, stored)
+
+
+def _policy_view(settings: Settings, stored: str | None) -> dict[str, Any]:
     return {
-        "join_policy": effective(hub.settings, stored),
+        "join_policy": effective(settings, stored),
         "default": stored is None,
-        "hub_default": default_policy(hub.settings),
+        "hub_default": default_policy(settings),
     }
 
 
 async def set_policy(hub: Hub, actor: Actor, policy: str | None) -> dict[str, Any]:
-    """Humans only. ``None`` returns to the hub's default."""
+    """Humans only. ``None`` returns to the hub's default. Announces
+    ``join.policy.updated`` to the project's humans."""
     actor.require_human("change the join policy")
     if policy is not None and policy not in POLICIES:
         raise invalid_params(f"join_policy must be one of {', '.join(POLICIES)} or null")
-    await hub.store.execute(
-        "UPDATE projects SET join_policy = $2 WHERE id = $1", actor.project_id, policy
-    )
-    return await get_policy(hub, actor)
+    async with change(hub, actor.project_id) as tx:
+        await tx.conn.execute(
+            "UPDATE projects SET join_policy = $2 WHERE id = $1", actor.project_id, policy
+        )
+        view = _policy_view(hub.settings, policy)
+        # Every human's dashboard shows the switch; agents are not told.
+        tx.emit("join.policy.updated", {**view, "by": actor.alias}, recipients=[])
+    return view
 
 
 def fingerprint(alias: str | None, hostname: str, path: str, origin: str, human: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hub.services import events
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 
@@ -36,8 +37,27 @@ READ_SUFFIXES = (
 _SECRET_FIELDS = {"api_key", "ticket", "token", "invitation", "body", "situation", "response"}
 
 
+#: Reads whose names the suffixes miss. The dashboard makes them on every
+#: refresh: audited, they buried the human's actions in the trail.
+READS = frozenset(
+    {
+        "chat.all",
+        "chat.wait",
+        "escalations.wait",
+        "mail.receipts",
+        "reservations.check",
+        "search.query",
+        "team.stale",
+        "team.waiting",
+        "POST /v1/reservations/check",
+        "POST /v1/search",
+        "POST /v1/news",
+    }
+)
+
+
 def is_read(action: str) -> bool:
-    return action.endswith(READ_SUFFIXES) or action.startswith("GET ")
+    return action in READS or action.endswith(READ_SUFFIXES) or action.startswith("GET ")
 
 
 def summary(params: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +76,30 @@ def summary(params: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
+_ANNOUNCE = events.insert_cte(
+    "SELECT e.project_id, 'audit.recorded', '{}'::uuid[], jsonb_build_object("
+    f"'id', e.id, 'at', {events.iso_sql('e.at')}, 'actor', e.actor, "
+    "'credential', e.credential, 'action', e.action, 'target', e.target, "
+    "'outcome', e.outcome, 'detail', e.detail) "
+    "FROM entry e JOIN projects p ON p.id = e.project_id"
+)
+
+#: One statement: the entry, and ``audit.recorded`` announcing it to the
+#: project's humans (none once the project is gone: deleting a project is
+#: audited after the fact).
+_RECORD = f"""
+WITH entry AS (
+    INSERT INTO audit_log (project_id, project_slug, actor, credential, action, target,
+                           outcome, detail)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    RETURNING id, project_id, at, actor, credential, action, target, outcome, detail
+), ev AS (
+{_ANNOUNCE}
+)
+SELECT {events.returned()} FROM entry LEFT JOIN ev ON true
+"""
+
+
 async def record(
     hub: Hub,
     actor: Actor | None,
@@ -68,12 +112,9 @@ async def record(
     project_id: str | None = None,
     project_slug: str = "",
 ) -> None:
-    await hub.store.execute(
-        """
-        INSERT INTO audit_log (project_id, project_slug, actor, credential, action, target,
-                               outcome, detail)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-        """,
+    """Write one entry; every human's dashboard is told (``audit.recorded``)."""
+    row = await hub.store.fetchrow(
+        _RECORD,
         actor.project_id if actor else project_id,
         actor.project_slug if actor else project_slug,
         (actor.alias if actor else who) or "human",
@@ -83,6 +124,8 @@ async def record(
         outcome,
         detail or {},
     )
+    assert row is not None
+    await events.publish_rows(hub, [row])
 
 
 async def list_(

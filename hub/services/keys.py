@@ -12,6 +12,7 @@ from typing import Any
 from hub.services import auth, key_use, revocation
 from hub.services.clock import iso
 from hub.services.context import Actor, Hub
+from hub.services.events import change
 from protocol.errors import forbidden, invalid_params, not_found
 
 _COLUMNS = """k.id AS key_id, k.agent_id, a.alias, k.prefix, k.created_at, k.last_used_at,
@@ -68,42 +69,59 @@ def _uuid(value: str, what: str) -> str:
 
 
 async def revoke(hub: Hub, actor: Actor, key_id: str) -> dict[str, Any]:
+    """Revoke a key; announces ``key.revoked`` (to its agent and the
+    humans) when it was still active, so every dashboard redraws it."""
     key_id = _uuid(key_id, "key_id")
     scope = _agent_scope(actor, None)
-    row = await hub.store.fetchrow(
-        f"""
-        UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now()),
-               revoked_by = coalesce(k.revoked_by, $4)
-        FROM agents a
-        WHERE a.id = k.agent_id AND k.id = $1::uuid AND k.project_id = $2
-          AND ($3::uuid IS NULL OR k.agent_id = $3::uuid)
-        RETURNING {_COLUMNS}
-        """,
-        key_id,
-        actor.project_id,
-        scope,
-        actor.alias,
-    )
-    if row is None:
-        raise not_found(f"key {key_id} not found")
+    async with change(hub, actor.project_id) as tx:
+        active = await tx.conn.fetchval(
+            """
+            SELECT revoked_at IS NULL FROM api_keys
+            WHERE id = $1::uuid AND project_id = $2 AND ($3::uuid IS NULL OR agent_id = $3::uuid)
+            FOR UPDATE
+            """,
+            key_id,
+            actor.project_id,
+            scope,
+        )
+        if active is None:
+            raise not_found(f"key {key_id} not found")
+        row = await tx.conn.fetchrow(
+            f"""
+            UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now()),
+                   revoked_by = coalesce(k.revoked_by, $3)
+            FROM agents a
+            WHERE a.id = k.agent_id AND k.id = $1::uuid AND k.project_id = $2
+            RETURNING {_COLUMNS}
+            """,
+            key_id,
+            actor.project_id,
+            actor.alias,
+        )
+        view = _view(row)
+        if active:
+            tx.emit("key.revoked", {**view, "by": actor.alias}, [view["agent_id"]])
     await revocation.announce(hub, actor.project_id, credentials=[f"key:{key_id}"])
-    return _view(row)
+    return view
 
 
 async def rotate(hub: Hub, actor: Actor, agent_id: str | None = None) -> dict[str, Any]:
     """A new key for the agent (the caller itself, or any agent for a
     human); every other key of that agent is revoked. The new key is shown
-    once."""
+    once; ``key.rotated`` tells the agent and the humans (its prefix only)."""
     if actor.is_human and agent_id is None:
         raise invalid_params("a human names the agent whose key to rotate (agent_id)")
     target = _agent_scope(actor, agent_id and _uuid(agent_id, "agent_id"))
-    async with hub.store.transaction() as conn:
-        exists = await conn.fetchval(
-            "SELECT 1 FROM agents WHERE id = $1::uuid AND project_id = $2 AND deleted_at IS NULL",
+    assert target is not None  # a human named one; an agent is one
+    async with change(hub, actor.project_id) as tx:
+        conn = tx.conn
+        alias = await conn.fetchval(
+            "SELECT alias FROM agents "
+            "WHERE id = $1::uuid AND project_id = $2 AND deleted_at IS NULL",
             target,
             actor.project_id,
         )
-        if exists is None:
+        if alias is None:
             raise not_found(f"agent {target} not found")
         key = await auth.mint_key(conn, actor.project_id, target)
         old = await conn.fetch(
@@ -121,7 +139,14 @@ async def rotate(hub: Hub, actor: Actor, agent_id: str | None = None) -> dict[st
         key_id = await conn.fetchval(
             "SELECT id FROM api_keys WHERE key_hash = $1", auth.digest(key)
         )
-    revoked = [r["id"] for r in old]
+        revoked = [r["id"] for r in old]
+        # Never the key itself: its prefix only, as keys.list shows it.
+        announced = {"agent_id": target, "alias": alias, "key_id": key_id, "revoked": revoked}
+        tx.emit(
+            "key.rotated",
+            {**announced, "prefix": key[: len(auth.KEY_PREFIX) + 6], "by": actor.alias},
+            [target],
+        )
     if revoked:
         await revocation.announce(
             hub, actor.project_id, credentials=[f"key:{k}" for k in revoked], reason="rotated"

@@ -26,7 +26,7 @@ logger = logging.getLogger("beadhub.presence")
 _AGENT_COLUMNS = """
     a.id AS agent_id, a.alias, a.human_name, a.role, a.agent_type, a.program, a.model,
     a.repo, a.branch, a.focus, a.focus_updated_at, a.hostname, a.workspace_path,
-    a.last_seen, a.created_at, (a.http_online_until > now()) AS http_online
+    a.last_seen, a.created_at, (a.http_online_until > now()) AS http_online, a.granted_role
 """
 
 #: Fields an agent may set about itself through presence.update.
@@ -40,6 +40,8 @@ def agent_view(row: Any, online: bool) -> dict[str, Any]:
         "alias": row["alias"],
         "human_name": row["human_name"],
         "role": row["role"],
+        # What a human granted (``coordinator``); ``role`` is only declared.
+        "granted_role": row["granted_role"],
         "agent_type": row["agent_type"],
         "program": row["program"],
         "model": row["model"],

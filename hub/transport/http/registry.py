@@ -235,7 +235,7 @@ def _runner(op: Operation) -> Callable[[Request], Awaitable[Response]]:
                 return await _once(call, op, key, data, kwargs)
             return await op.handler(call, **kwargs)
 
-        if actor is not None and actor.is_human and op.method != "GET":
+        if actor is not None and actor.is_human and not audit.is_read(f"{op.method} {op.path}"):
             result = await _audited(op, call, kwargs, handle)
         else:
             result = await handle()
