@@ -491,7 +491,8 @@ function onResync(event) {
   const note = $("resync-note");
   note.hidden = false;
   note.textContent =
-    `This page was away longer than the hub keeps events${days ? ` (${days} days)` : ""}: ` +
+    `This page was away longer than the hub keeps events` +
+    `${days ? ` (${days} day${days === 1 ? "" : "s"})` : ""}: ` +
     `it read everything again at ${new Date().toLocaleTimeString()}; this feed starts from what the hub still has.`;
   toast("Caught up: the page read everything again");
 }

@@ -352,7 +352,7 @@ async def test_a_resync_makes_the_page_read_everything_again(new_page, pruning_h
         # Back: the hub cannot replay what the page missed and says resync.
         note = page.locator("#resync-note")
         await expect(note).to_be_visible(timeout=10_000)
-        await expect(note).to_contain_text("1 days")
+        await expect(note).to_contain_text("keeps events (1 day)")
         await expect(page.locator("#outage")).to_be_hidden()
         # The feed built from events is dropped (its events are gone) ...
         await expect(feed).to_have_count(0)
