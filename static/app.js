@@ -557,6 +557,11 @@ function agentItem(agent) {
       "div",
       { class: "agent-meta" },
       agent.role ? h("span", { class: "tag role" }, agent.role) : null,
+      // A declared role grants nothing; this one a human granted.
+      agent.granted_role
+        ? h("span", { class: "tag granted", title: "granted by a human" },
+            `${agent.granted_role} (granted)`)
+        : null,
       agent.human_name ? h("span", { class: "human-of" }, `for ${agent.human_name}`) : null,
       where ? h("span", { class: "where mono" }, where) : null,
     ),
@@ -965,6 +970,16 @@ function describeEvent(event) {
       return `policy v${d.version} ${d.reason ?? "updated"}${d.by ? ` by ${displayName(d.by)}` : ""}`;
     case "escalation.answered":
       return `escalation answered: ${firstLine(d.response ?? d.subject ?? "")}`;
+    case "agent.granted":
+      return d.granted_role
+        ? `made ${d.granted_role} by ${displayName(d.by)}`
+        : `no longer a coordinator (${displayName(d.by)})`;
+    case "key.rotated":
+      return `key rotated by ${displayName(d.by)}: now ${d.prefix}…`;
+    case "key.revoked":
+      return `key ${d.prefix}… revoked by ${displayName(d.by)}`;
+    case "workspace.deleted":
+      return `deleted by ${displayName(d.by)}`;
     default:
       if (event.type.startsWith("reservation.")) {
         const what = event.type.split(".")[1];

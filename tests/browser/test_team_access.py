@@ -224,6 +224,13 @@ async def test_a_human_grants_the_coordinator_role_and_deletes_an_agent(
     event = await c.next_event("agent.granted", timeout=5)
     assert (event["data"]["granted_role"], event["data"]["by"]) == ("coordinator", "human:Ana")
     await expect(row.locator(".tag.granted")).to_have_text("coordinator", timeout=LIVE)
+    team_card = page.locator('#team li.agent[data-alias="carol"]')
+    await expect(team_card.locator(".tag.granted")).to_have_text("coordinator (granted)")
+    # The agent's timeline says who did it.
+    await team_card.locator(".agent-open").click()
+    await expect(page.locator('#timeline li[data-type="agent.granted"]')).to_contain_text(
+        "made coordinator by Ana (human)", timeout=LIVE
+    )
     await row.get_by_role("button", name="Take back coordinator").click()
     event = await c.next_event("agent.granted", timeout=5)
     assert event["data"]["granted_role"] is None
