@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from hub.bus.relay import gap_signal
+from hub.services import tool_tasks
 from protocol.client import HubClient
 from tests.mcp_support import ModernHttp, ModernStdio, mcp_client
 from tests.support import (
@@ -228,6 +230,33 @@ async def test_escalate_and_claim_with_wait_run_as_tasks(hub_server: RunningHub)
         done = await settled(client, queued["taskId"])
     answer = done["result"]["structuredContent"]
     assert answer["status"] == "granted" and answer["claim"]["alias"] == "alice"
+
+
+async def test_a_cancel_whose_doorbell_the_bus_lost_ends_the_wait_after_the_gap(
+    database_url: str,
+) -> None:
+    """Fault injection on a private hub: the cancel is committed but its
+    doorbell never reaches the runner (as when Redis restarts meanwhile).
+    When the bus reports the gap, the runner reads the store and stops."""
+    async with running_hub(database_url=database_url) as server:
+        alice, bob = await pair(server)
+        client = ModernHttp(server.http_url, alice["api_key"])
+        async with HubClient(server.ws_url, bob["api_key"]) as b:
+            created = await client.result(
+                "tools/call", name="chat_send", arguments={"to": ["bob"], "body": "?", "wait": 120}
+            )
+            await until(lambda: sender_waiting(b), "alice shown waiting")
+            relay = server.hub.relay
+            relay.deliver = lambda channel, message: None  # the bus loses what follows
+            try:
+                await client.result("tasks/cancel", taskId=created["taskId"])
+            finally:
+                del relay.deliver
+            assert await sender_waiting(b), "the doorbell was not lost"
+            relay.on_bus_message(tool_tasks.CHANNEL, gap_signal(5.0))
+            await until(lambda: _not(sender_waiting(b)), "the wait ended after the gap")
+        task = await client.result("tasks/get", taskId=created["taskId"])
+        assert task["status"] == "cancelled"
 
 
 # -- several instances ---------------------------------------------------------------------

@@ -62,6 +62,7 @@ WHERE id = $1 AND project_id = $2 AND agent_id = $3 AND status = 'working'
 RETURNING {_COLUMNS}
 """
 _RELEASE = "UPDATE tool_tasks SET runner = NULL WHERE id = ANY($1) AND runner = $2"
+_ENDED = "SELECT id FROM tool_tasks WHERE id = ANY($1) AND status <> 'working'"
 
 
 def _id(task_id: Any) -> str:
@@ -162,3 +163,11 @@ async def release(hub: Hub, task_ids: list[str]) -> None:
     """This instance stops: its tasks are left for any instance to adopt."""
     if task_ids:
         await hub.store.execute(_RELEASE, task_ids, hub.settings.instance_id)
+
+
+async def ended(hub: Hub, task_ids: list[str]) -> list[str]:
+    """Which of these tasks are no longer working: read once after the
+    bus may have lost a cancel's doorbell."""
+    if not task_ids:
+        return []
+    return [row["id"] for row in await hub.store.fetch(_ENDED, task_ids)]

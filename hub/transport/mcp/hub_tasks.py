@@ -71,12 +71,18 @@ class StoreTasks:
     def __init__(self, actor_for: ActorFor) -> None:
         self._actor_for = actor_for
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._rechecks: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
     async def running(self, hub: Hub) -> AsyncIterator[None]:
-        """Hear cancels from every instance; on the way out, leave this
-        instance's waits to be adopted elsewhere."""
-        await hub.relay.add(tool_tasks.CHANNEL, self._on_message)
+        """Hear cancels from every instance (and after a bus gap, ask the
+        store which were lost); on the way out, leave this instance's
+        waits to be adopted elsewhere."""
+
+        def on_gap(_seconds: float) -> None:
+            background.spawn(self._recheck(hub), self._rechecks)
+
+        await hub.relay.add(tool_tasks.CHANNEL, self._on_message, on_gap=on_gap)
         try:
             yield
         finally:
@@ -88,6 +94,19 @@ class StoreTasks:
                 await asyncio.wait(list(self._running.values()))
             with contextlib.suppress(Exception):
                 await tool_tasks.release(hub, left)
+
+    async def _recheck(self, hub: Hub) -> None:
+        """The bus may have lost cancels: stop the waits of tasks the store
+        says are over."""
+        try:
+            over = await tool_tasks.ended(hub, list(self._running))
+        except Exception as exc:
+            logger.warning("could not re-check running tasks after a bus gap: %s", exc)
+            return
+        for task_id in over:
+            runner = self._running.get(task_id)
+            if runner is not None:
+                runner.cancel()
 
     def _on_message(self, message: dict[str, Any]) -> None:
         if message.get("type") == tool_tasks.CANCELLED:
