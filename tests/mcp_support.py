@@ -125,7 +125,7 @@ class ModernHttp:
                 "params": {**params, "_meta": meta}}  # fmt: skip
         async with httpx2.AsyncClient(timeout=httpx2.Timeout(30, read=700)) as http:
             response = await http.post(self.url, json=body, headers=headers)
-        return _last_message(response.headers.get("content-type", ""), response.text)
+        return last_message(response.headers.get("content-type", ""), response.text)
 
     async def result(self, method: str, **params: Any) -> dict[str, Any]:
         answer = await self.request(method, **params)
@@ -134,7 +134,7 @@ class ModernHttp:
         return result
 
 
-def _last_message(content_type: str, text: str) -> dict[str, Any]:
+def last_message(content_type: str, text: str) -> dict[str, Any]:
     """The JSON-RPC answer of a JSON or an SSE response."""
     if content_type.startswith("text/event-stream"):
         data = [line[5:].strip() for line in text.splitlines() if line.startswith("data:")]

@@ -10,10 +10,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
+
 from hub.bus.relay import gap_signal
 from hub.services import tool_tasks
 from protocol.client import HubClient
-from tests.mcp_support import ModernHttp, ModernStdio, mcp_client
+from tests.mcp_support import ModernHttp, ModernStdio, last_message, mcp_client
 from tests.support import (
     REDIS_URL,
     RunningHub,
@@ -193,6 +195,26 @@ async def test_without_the_extension_a_wait_is_the_ordinary_call(hub_server: Run
         await answering
         assert not answer.is_error and (answer.structured_content or {})["reply"]["body"] == "two"
         assert progress
+
+        # The 2025-11-25 handshake revision: the ordinary call, and no tasks/*.
+        answering = asyncio.create_task(bob_answers("three"))
+        async with mcp_client("http", hub_server.http_url, alice["api_key"], mode="legacy") as old:
+            assert old.protocol_version == "2025-11-25"
+            answer = await old.call_tool("chat_send", {"to": ["bob"], "body": "3?", "wait": 30})
+            await answering
+            assert (answer.structured_content or {})["reply"]["body"] == "three"
+        async with httpx.AsyncClient(base_url=hub_server.http_url) as http:
+            response = await http.post(
+                "/mcp",
+                json={"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": {"taskId": "x"}},
+                headers={
+                    "Authorization": f"Bearer {alice['api_key']}",
+                    "Accept": "application/json, text/event-stream",
+                    "MCP-Protocol-Version": "2025-11-25",
+                },
+            )
+        answer = last_message(response.headers["content-type"], response.text)
+        assert answer["error"]["code"] == -32601, answer
 
 
 async def test_escalate_and_claim_with_wait_run_as_tasks(hub_server: RunningHub) -> None:
