@@ -119,7 +119,7 @@ class ModernHttp:
         }
         if method == "tools/call":
             headers["Mcp-Name"] = params["name"]
-        elif method.startswith("tasks/"):
+        elif method.startswith("tasks/") and "taskId" in params:
             headers["Mcp-Name"] = params["taskId"]
         body = {"jsonrpc": "2.0", "id": self._ids, "method": method,
                 "params": {**params, "_meta": meta}}  # fmt: skip

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from hub.bus.relay import gap_signal
-from hub.services import tool_tasks
+from hub.services import leases, tool_tasks
 from protocol.client import HubClient
 from tests.mcp_support import ModernHttp, ModernStdio, last_message, mcp_client
 from tests.support import (
@@ -74,6 +74,7 @@ async def test_chat_send_with_wait_runs_as_a_task_until_the_reply(
         working = await client.result("tasks/get", taskId=task_id)
         assert working["status"] == "working" and working["resultType"] == "complete"
         assert "waiting for a reply" in working["statusMessage"]
+        assert working["statusMessage"].endswith(" s of 60)")
         await until(lambda: sender_waiting(b), "alice shown waiting")
         await b.call("chat.send", session_id=event["data"]["session_id"], body="yes, go")
         done = await settled(client, task_id)
@@ -135,6 +136,8 @@ async def test_bad_task_requests_are_clear_errors(hub_server: RunningHub) -> Non
     answer = await client.request("tasks/get", taskId="no-such-task")
     assert answer["error"]["code"] == -32602
     answer = await client.request("tasks/get", taskId="x" * 300)
+    assert answer["error"]["code"] == -32602
+    answer = await client.request("tasks/cancel")
     assert answer["error"]["code"] == -32602
     # Without the extension declared: the capability is missing.
     plain = ModernHttp(hub_server.http_url, alice["api_key"], tasks=False)
@@ -279,6 +282,25 @@ async def test_a_cancel_whose_doorbell_the_bus_lost_ends_the_wait_after_the_gap(
             await until(lambda: _not(sender_waiting(b)), "the wait ended after the gap")
         task = await client.result("tasks/get", taskId=created["taskId"])
         assert task["status"] == "cancelled"
+
+
+async def test_a_task_past_its_ttl_is_pruned(hub_server: RunningHub) -> None:
+    alice, _ = await pair(hub_server)
+    client = ModernHttp(hub_server.http_url, alice["api_key"])
+    created = await client.result(
+        "tools/call", name="chat_send", arguments={"to": ["bob"], "body": "x", "wait": 60}
+    )
+    await client.result("tasks/cancel", taskId=created["taskId"])
+    hub = hub_server.hub
+    await leases.sweep(hub)
+    assert (await client.result("tasks/get", taskId=created["taskId"]))["status"] == "cancelled"
+    await hub.store.execute(
+        "UPDATE tool_tasks SET expires_at = now() - interval '1 second' WHERE id = $1",
+        created["taskId"],
+    )
+    await leases.sweep(hub)
+    answer = await client.request("tasks/get", taskId=created["taskId"])
+    assert answer["error"]["code"] == -32602
 
 
 # -- several instances ---------------------------------------------------------------------

@@ -61,6 +61,7 @@ def _view(row: asyncpg.Record) -> tasks.View:
         waiting_for=row["waiting_for"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        deadline=row["deadline"],
         expires_at=row["expires_at"],
         result=row["result"],
         error=row["error"],

@@ -62,6 +62,8 @@ class View:
     waiting_for: str
     created_at: datetime
     updated_at: datetime
+    #: When the wait ends (a resumed one too).
+    deadline: datetime
     expires_at: datetime
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
@@ -82,8 +84,9 @@ def wire(view: View) -> dict[str, Any]:
         "pollIntervalMs": POLL_MS,
     }
     if view.status == "working":
-        elapsed = (datetime.now(UTC) - view.created_at).total_seconds()
-        task["statusMessage"] = f"{view.waiting_for} ({max(elapsed, 0):.0f} s)"
+        elapsed = max((datetime.now(UTC) - view.created_at).total_seconds(), 0)
+        total = (view.deadline - view.created_at).total_seconds()
+        task["statusMessage"] = f"{view.waiting_for} ({elapsed:.0f} s of {total:.0f})"
     elif view.status == "completed":
         task["result"] = view.result or {}
     elif view.status == "failed":
@@ -243,8 +246,11 @@ class LocalTasks:
         caller = self._caller_for(ctx)
         self._forget_expired()
         now = datetime.now(UTC)
-        expires = now + timedelta(seconds=plan.seconds + KEEP_SECONDS)
-        view = View(secrets.token_urlsafe(24), "working", plan.waiting_for, now, now, expires)
+        deadline = now + timedelta(seconds=plan.seconds)
+        expires = deadline + timedelta(seconds=KEEP_SECONDS)
+        view = View(
+            secrets.token_urlsafe(24), "working", plan.waiting_for, now, now, deadline, expires
+        )
         task = self._tasks[view.task_id] = _Local(view)
         task.runner = asyncio.create_task(self._run(task, caller, name, arguments))
         return view
