@@ -392,3 +392,37 @@ async def test_the_stdio_server_runs_waits_as_tasks_too(hub_server: RunningHub) 
         cancelled = await client.result("tasks/get", taskId=waiting["taskId"])
         assert cancelled["status"] == "cancelled"
         await until(lambda: _not(sender_waiting(b)), "the wait ended on the hub")
+
+
+async def test_an_adopted_escalation_is_not_asked_twice(database_url: str, bus_prefix: str) -> None:
+    """The instance that adopts an escalate task repeats the call: its
+    escalations.create carries the task's key, so the human sees one."""
+    async with running_hub(
+        database_url=database_url, bus_url=REDIS_URL, bus_prefix=bus_prefix
+    ) as two:
+        slug = unique("tasks")
+        alice = await onboard(two.http_url, slug, "alice")
+        lead = await grant_coordinator(
+            two, await onboard(two.http_url, slug, "lead", role="coordinator")
+        )
+        async with HubClient(two.ws_url, lead["api_key"]) as coordinator:
+            async with running_hub(
+                database_url=database_url, bus_url=REDIS_URL, bus_prefix=bus_prefix
+            ) as one:
+                created = await ModernHttp(one.http_url, alice["api_key"]).result(
+                    "tools/call",
+                    name="escalate",
+                    arguments={"subject": "Which API?", "situation": "v1 or v2?", "wait": 60},
+                )
+                asked = await coordinator.next_event("escalation.created", timeout=30)
+            on_two = ModernHttp(two.http_url, alice["api_key"])
+            assert (await on_two.result("tasks/get", taskId=created["taskId"]))[
+                "status"
+            ] == "working"
+            eid = asked["data"]["escalation_id"]
+            await coordinator.call("escalations.respond", escalation_id=eid, response="v2")
+            done = await settled(on_two, created["taskId"])
+            listed = await coordinator.call("escalations.list")
+    answer = done["result"]["structuredContent"]
+    assert answer["status"] == "answered" and answer["escalation_id"] == eid
+    assert [e["escalation_id"] for e in listed["escalations"]] == [eid]
