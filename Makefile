@@ -63,7 +63,7 @@ docker-down:
 
 # Never the hub's data: that is clean-data's, which asks first.
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache tests/mcp_requester/node_modules
 
 clean-data:
 	@if [ ! -e '$(DATA_DIR)' ]; then echo "no $(DATA_DIR) here: nothing to delete"; exit 0; fi; \
