@@ -33,7 +33,12 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding, RequestHandler, compose_tool_call_handler
 from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
-from mcp_types.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, MISSING_REQUIRED_CLIENT_CAPABILITY
+from mcp_types.jsonrpc import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    MISSING_REQUIRED_CLIENT_CAPABILITY,
+)
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 
@@ -47,7 +52,8 @@ EXTENSION = "io.modelcontextprotocol/tasks"
 VERSIONS = frozenset(MODERN_PROTOCOL_VERSIONS)
 #: The polling interval we suggest: an answer is seen within a second.
 POLL_MS = 1000
-#: How long a finished task is kept after its wait's deadline.
+#: How long a task is kept after its wait's deadline (as the store keeps
+#: them: hub.services.tool_tasks, not imported by the stdio server).
 KEEP_SECONDS = 3600
 
 Context = ServerRequestContext[Any, Any]
@@ -207,7 +213,7 @@ def _gated(binding: MethodBinding) -> RequestHandler:
 
     async def gated(ctx: Context, params: Any) -> HandlerResult:
         if ctx.protocol_version not in versions:
-            raise MCPError(code=-32601, message="Method not found", data=binding.method)
+            raise MCPError(code=METHOD_NOT_FOUND, message="Method not found", data=binding.method)
         return await binding.handler(ctx, params)
 
     return gated
