@@ -126,7 +126,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await reservations.stop(hub)
             await escalations.stop(hub)
             await webhooks.stop(hub)
-            await delivery.flush(hub)
+            await delivery.stop(hub)
             await key_use.flush(hub)
             key_use.forget(hub)
             await bus.disconnect()

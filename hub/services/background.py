@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections.abc import Callable, Coroutine, Iterable
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+logger = logging.getLogger("beadhub.background")
 
 
 def spawn(
@@ -56,3 +58,59 @@ async def stop(
     for task in running:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+
+class Batched:
+    """Advisory notes taken on hot paths (delivery states, when keys were
+    used), written a moment later in one go instead of once each.
+
+    After noting something, the caller calls :meth:`arm`: the first call
+    starts a ``delay`` timer, and the timer starts ``write()`` in a fresh
+    context. ``write`` takes everything noted so far and writes it; it runs
+    again while ``pending()`` says more was noted meanwhile. A failed write
+    is logged (``what`` names it) and dropped: a note is never worth
+    disturbing a call for. :meth:`flush` writes now, after any write
+    under way (before reading what was noted, and when the hub stops).
+    """
+
+    def __init__(
+        self,
+        delay: float,
+        write: Callable[[], Awaitable[None]],
+        pending: Callable[[], bool],
+        what: str,
+    ) -> None:
+        self.delay = delay
+        self._write = write
+        self._pending = pending
+        self._what = what
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def arm(self) -> None:
+        if self._handle is None and self._task is None:
+            self._handle = later(self.delay, self._start)
+
+    def _start(self) -> None:
+        self._handle = None
+        self._task = spawn(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self._pending():
+                await self._write()
+        except Exception:
+            logger.warning("could not record %s", self._what, exc_info=True)
+        finally:
+            self._task = None
+
+    async def flush(self) -> None:
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._pending() and self._task is None:
+            self._start()
+        if self._task is not None:
+            await asyncio.shield(self._task)

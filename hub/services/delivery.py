@@ -20,9 +20,6 @@ What a hook shows the model is :mod:`hub.services.news`.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -33,8 +30,6 @@ from hub.services.clock import iso
 from hub.services.context import Actor, Hub
 from protocol.errors import invalid_params, not_found
 
-logger = logging.getLogger("beadhub.delivery")
-
 STATES = ("stored", "pushed", "shown", "read", "acked")
 #: How long noted states wait for company before they are written.
 FLUSH_DELAY_SECONDS = 0.2
@@ -43,13 +38,29 @@ FLUSH_DELAY_SECONDS = 0.2
 # -- noted states, written in batches ---------------------------------------------------
 
 
-@dataclass
 class _Batch:
-    hub: Hub
-    #: (column, message_id, recipient_id) -> when it happened
-    noted: dict[tuple[str, str, str], datetime] = field(default_factory=dict)
-    handle: asyncio.TimerHandle | None = None
-    task: asyncio.Task[None] | None = None
+    """This instance's noted states, not written yet."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        #: (column, message_id, recipient_id) -> when it happened
+        self.noted: dict[tuple[str, str, str], datetime] = {}
+        self.writer = background.Batched(
+            FLUSH_DELAY_SECONDS, self.write, lambda: bool(self.noted), "mail delivery states"
+        )
+
+    async def write(self) -> None:
+        noted, self.noted = self.noted, {}
+        by_column: dict[str, list[tuple[str, str, datetime]]] = {}
+        for (column, message_id, recipient_id), at in noted.items():
+            by_column.setdefault(column, []).append((message_id, recipient_id, at))
+        for column, rows in by_column.items():
+            await self.hub.store.execute(
+                _NOTE.format(column=column),
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+                [r[2] for r in rows],
+            )
 
 
 _BATCHES: dict[int, _Batch] = {}
@@ -69,8 +80,7 @@ def _note(hub: Hub, kind: str, recipient_id: str, message_ids: list[str]) -> Non
     now = clock.now()
     for message_id in message_ids:
         batch.noted.setdefault((_COLUMNS[kind], message_id, recipient_id), now)
-    if batch.handle is None and batch.task is None:
-        batch.handle = background.later(FLUSH_DELAY_SECONDS, _start_flush, batch)
+    batch.writer.arm()
 
 
 def pushed(hub: Hub, recipient_id: str, message_id: str) -> None:
@@ -84,52 +94,17 @@ def opened(hub: Hub, recipient_id: str, message_ids: list[str]) -> None:
         _note(hub, "read", recipient_id, message_ids)
 
 
-def _start_flush(batch: _Batch) -> None:
-    batch.handle = None
-    batch.task = background.spawn(_flush_batch(batch))
-
-
-async def _flush_batch(batch: _Batch) -> None:
-    try:
-        while batch.noted:
-            noted, batch.noted = batch.noted, {}
-            by_column: dict[str, list[tuple[str, str, datetime]]] = {}
-            for (column, message_id, recipient_id), at in noted.items():
-                by_column.setdefault(column, []).append((message_id, recipient_id, at))
-            for column, rows in by_column.items():
-                await batch.hub.store.execute(
-                    _NOTE.format(column=column),
-                    [r[0] for r in rows],
-                    [r[1] for r in rows],
-                    [r[2] for r in rows],
-                )
-    except Exception:
-        # Advisory timestamps: losing one batch must not disturb anything.
-        logger.warning("could not record mail delivery states", exc_info=True)
-    finally:
-        batch.task = None
-        if not batch.noted:
-            _BATCHES.pop(id(batch.hub), None)
-
-
 async def flush(hub: Hub) -> None:
-    """Write what this instance has noted now: before reading states, and
-    when the hub stops (before its store closes)."""
+    """Write what this instance has noted now (before reading states)."""
     batch = _BATCHES.get(id(hub))
-    if batch is None:
-        return
-    if batch.task is not None:
-        await asyncio.shield(batch.task)
-        batch = _BATCHES.get(id(hub))
-        if batch is None:
-            return
-    if batch.handle is not None:
-        batch.handle.cancel()
-        batch.handle = None
-    if batch.noted:
-        _start_flush(batch)
-        assert batch.task is not None
-        await asyncio.shield(batch.task)
+    if batch is not None:
+        await batch.writer.flush()
+
+
+async def stop(hub: Hub) -> None:
+    """The hub stops: write what is noted before its store closes."""
+    await flush(hub)
+    _BATCHES.pop(id(hub), None)
 
 
 # -- shown and receipts -------------------------------------------------------------------

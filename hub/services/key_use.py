@@ -12,16 +12,11 @@ flush loses only that advisory time.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from hub.services import background, clock
 from hub.services.context import Actor, Hub
-
-logger = logging.getLogger("beadhub.keys")
 
 #: A key used again within this many seconds is not noted again.
 EVERY_SECONDS = 60.0
@@ -36,15 +31,20 @@ WHERE k.id = x.id
 """
 
 
-@dataclass
 class _Uses:
-    hub: Hub
-    #: key id -> when it was last noted (monotonic)
-    noted_at: dict[str, float] = field(default_factory=dict)
-    #: key id -> when it was used, not written yet
-    pending: dict[str, datetime] = field(default_factory=dict)
-    handle: asyncio.TimerHandle | None = None
-    task: asyncio.Task[None] | None = None
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        #: key id -> when it was last noted (monotonic)
+        self.noted_at: dict[str, float] = {}
+        #: key id -> when it was used, not written yet
+        self.pending: dict[str, datetime] = {}
+        self.writer = background.Batched(
+            FLUSH_DELAY_SECONDS, self.write, lambda: bool(self.pending), "when keys were last used"
+        )
+
+    async def write(self) -> None:
+        pending, self.pending = self.pending, {}
+        await self.hub.store.execute(_WRITE, list(pending), list(pending.values()))
 
 
 _USES: dict[int, _Uses] = {}
@@ -66,43 +66,15 @@ def noted(hub: Hub, actor: Actor) -> None:
         uses.noted_at = {k: t for k, t in uses.noted_at.items() if now - t < EVERY_SECONDS}
     uses.noted_at[key_id] = now
     uses.pending[key_id] = clock.now()
-    if uses.handle is None and uses.task is None:
-        uses.handle = background.later(FLUSH_DELAY_SECONDS, _start_flush, uses)
-
-
-def _start_flush(uses: _Uses) -> None:
-    uses.handle = None
-    uses.task = background.spawn(_write(uses))
-
-
-async def _write(uses: _Uses) -> None:
-    try:
-        while uses.pending:
-            pending, uses.pending = uses.pending, {}
-            await uses.hub.store.execute(_WRITE, list(pending), list(pending.values()))
-    except Exception:
-        # An advisory time: losing one batch must not disturb anything.
-        logger.warning("could not record when keys were last used", exc_info=True)
-    finally:
-        uses.task = None
+    uses.writer.arm()
 
 
 async def flush(hub: Hub) -> None:
     """Write what this instance has noted now: before listing keys, and when
-    the hub stops (before its store closes). The write runs in its own
-    task, never on the caller's connection or transaction."""
+    the hub stops (before its store closes)."""
     uses = _USES.get(id(hub))
-    if uses is None:
-        return
-    if uses.task is not None:
-        await asyncio.shield(uses.task)
-    if uses.handle is not None:
-        uses.handle.cancel()
-        uses.handle = None
-    if uses.pending and uses.task is None:
-        _start_flush(uses)
-    if uses.task is not None:
-        await asyncio.shield(uses.task)
+    if uses is not None:
+        await uses.writer.flush()
 
 
 def forget(hub: Hub) -> None:
