@@ -24,7 +24,8 @@ export class ControlRoom {
     this.timers = new Map();
     this.wasLive = false;
     this.lostAt = null;
-    $("webhook-form").addEventListener("submit", (e) => this.addWebhook(e));
+    // Assigned, not added: each sign-in in the tab makes a new room.
+    $("webhook-form").onsubmit = (e) => this.addWebhook(e);
   }
 
   stop() {

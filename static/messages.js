@@ -10,18 +10,20 @@ export class MessageCentre {
     this.ctx = ctx; // { call, h, ago, clock, toast, agents(), me(), agentView() }
     this.view = null; // { kind: "thread" | "chat", id, participants }
     this.timers = new Map();
-    $("messages-tabs").addEventListener("click", (e) => {
+    // Assigned, not added: a sign-in in the same tab makes a new centre,
+    // and a second listener would send every message twice.
+    $("messages-tabs").onclick = (e) => {
       const tab = e.target.closest("[data-tab]");
       if (tab) this.showTab(tab.dataset.tab);
-    });
-    $("inbox-button").addEventListener("click", () => {
+    };
+    $("inbox-button").onclick = () => {
       this.showTab("inbox");
       $("messages-panel").scrollIntoView({ block: "nearest" });
-    });
-    $("compose-form").addEventListener("submit", (e) => this.compose(e));
-    $("compose-all").addEventListener("change", () => this.renderRecipients());
-    $("view-close").addEventListener("click", () => this.closeView());
-    $("view-reply").addEventListener("submit", (e) => this.reply(e));
+    };
+    $("compose-form").onsubmit = (e) => this.compose(e);
+    $("compose-all").onchange = () => this.renderRecipients();
+    $("view-close").onclick = () => this.closeView();
+    $("view-reply").onsubmit = (e) => this.reply(e);
     this.showTab("inbox");
   }
 

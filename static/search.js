@@ -13,14 +13,15 @@ export class SearchPanel {
     this.pages = []; // the `after` cursor of each page shown so far
     this.params = null;
     this.current = 0;
-    $("search-form").addEventListener("submit", (e) => {
+    // Assigned, not added: each sign-in in the tab makes a new panel.
+    $("search-form").onsubmit = (e) => {
       e.preventDefault();
       this.start();
-    });
-    $("search-filters").addEventListener("change", () => this.params && this.start());
-    $("search-next").addEventListener("click", () => this.page(this.current + 1));
-    $("search-prev").addEventListener("click", () => this.page(this.current - 1));
-    $("search-close").addEventListener("click", () => ($("search-panel").hidden = true));
+    };
+    $("search-filters").onchange = () => this.params && this.start();
+    $("search-next").onclick = () => this.page(this.current + 1);
+    $("search-prev").onclick = () => this.page(this.current - 1);
+    $("search-close").onclick = () => ($("search-panel").hidden = true);
   }
 
   fillAgents() {

@@ -69,6 +69,31 @@ async def test_a_human_chats_with_an_agent_and_sees_the_answer(new_page, join, c
     assert reply["data"]["from_alias"] == "human:Ana"
 
 
+async def test_signing_in_again_in_the_same_tab_sends_each_message_once(
+    new_page, join, connect, hub_server
+):
+    lead = await join("lead", human_name="Ana")
+    bob = await connect(await join("bob"))
+    page = await new_page()
+    await sign_in_human(page, hub_server, lead["project_slug"], "Ana")
+    await page.locator("#signout").click()
+    # The operator's token, typed into the same tab: pick the project.
+    await page.locator("#api-key").fill(hub_server.hub.operator_token)
+    await page.locator("#signin-form button[type=submit]").click()
+    await page.locator(f'#signin-projects button[data-slug="{lead["project_slug"]}"]').click()
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+
+    await page.locator("#messages-tabs [data-tab=compose]").click()
+    await page.locator("#compose-form input[name=kind][value=mail]").check()
+    await page.locator("#compose-to label", has_text="bob").locator("input").check()
+    await page.locator("#compose-body").fill("only once")
+    await page.locator("#compose-form button[type=submit]").click()
+    await bob.next_event("mail", timeout=5)
+    await expect(page.locator("#view-title")).to_contain_text("Mail")
+    inbox = await bob.call("mail.inbox")
+    assert [m["body"] for m in inbox["messages"]] == ["only once"]
+
+
 async def test_an_agent_mails_the_human_and_the_badge_counts_it(
     new_page, join, connect, hub_server
 ):
