@@ -114,6 +114,15 @@ async def test_a_target_leaving_with_its_answer_ends_the_wait(join, connect):
     assert again["targets_left"] == ["bob"]
 
 
+async def test_a_hang_on_with_nobody_waiting_extends_nothing(join, connect):
+    alice, bob = await join("alice"), await join("bob")
+    a, b = await connect(alice), await connect(bob)
+    asked = await a.call("chat.send", to=["bob"], body="when you can: review?")
+    held = await b.call("chat.send", session_id=asked["session_id"], body="later", hang_on=True)
+    # bdh prints "alice's wait extended by 1 min" from a non-zero answer.
+    assert held["extends_wait_seconds"] == 0
+
+
 async def test_hang_on_keeps_the_sender_waiting_past_its_deadline(join, connect):
     alice, bob = await join("alice"), await join("bob")
     a, b = await connect(alice), await connect(bob)

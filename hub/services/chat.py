@@ -680,7 +680,13 @@ async def _store(
         )
     ]
     sent = _sent(
-        row["session_id"], row["message_id"], row["created_at"], extends, parts, waiting_until
+        row["session_id"],
+        row["message_id"],
+        row["created_at"],
+        extends,
+        parts,
+        waiting_until,
+        agent_id,
     )
     return sent, parts
 
@@ -692,13 +698,17 @@ def _sent(
     extends: int,
     parts: Sequence[Mapping[str, Any]],
     waiting_until: datetime | None,
+    sender_id: str,
 ) -> dict[str, Any]:
+    # The sender hears of an extension only when someone's wait was
+    # extended (as chat.read): bdh prints "X's wait extended" from it.
+    waiting = any(p["listening"] and p["agent_id"] != sender_id for p in parts)
     return {
         "session_id": session_id,
         "message_id": message_id,
         "timestamp": iso(created_at),
         "delivered": True,
-        "extends_wait_seconds": extends,
+        "extends_wait_seconds": extends if waiting else 0,
         "participants": _participant_list(parts),
         "_waiting_until": waiting_until,
     }
@@ -749,7 +759,7 @@ async def _store_opening(
             "participants": [p["alias"] for p in parts],
         }
         tx.emit("chat.message", data, recipients=[p["agent_id"] for p in parts])
-    sent = _sent(session_id, row["id"], row["created_at"], extends, parts, waiting_until)
+    sent = _sent(session_id, row["id"], row["created_at"], extends, parts, waiting_until, agent_id)
     return sent, parts
 
 
