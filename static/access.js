@@ -7,7 +7,7 @@
 // What the hub shows once (a rotated key, an invitation) is shown once
 // here too: in one box, never stored, gone when dismissed or signed out.
 
-import { when } from "./messages.js";
+import { coalesce, when } from "./messages.js";
 
 const $ = (id) => document.getElementById(id);
 const AUDIT_PAGE = 25;
@@ -67,20 +67,10 @@ export class TeamAccess {
   }
 
   later(name, delay = 60) {
-    if (this.timers.has(name) || this.stopped) return;
-    this.timers.set(
-      name,
-      setTimeout(async () => {
-        this.timers.delete(name);
-        try {
-          await this[`load_${name}`]();
-        } catch (error) {
-          if (error.code !== undefined && !this.stopped) {
-            this.ctx.toast(`Team access: ${readable(error)}`, true);
-          }
-        }
-      }, delay),
-    );
+    if (this.stopped) return;
+    coalesce(this.timers, name, delay, () => this[`load_${name}`](), (error) => {
+      if (!this.stopped) this.ctx.toast(`Team access: ${readable(error)}`, true);
+    });
   }
 
   onOpen() {

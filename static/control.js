@@ -4,7 +4,7 @@
 
 import { TeamAccess } from "./access.js";
 import { barChart, duration } from "./charts.js";
-import { MessageCentre, when } from "./messages.js";
+import { MessageCentre, coalesce, when } from "./messages.js";
 import { SearchPanel } from "./search.js";
 
 const $ = (id) => document.getElementById(id);
@@ -36,18 +36,7 @@ export class ControlRoom {
   }
 
   later(name, fn, delay = 80) {
-    if (this.timers.has(name)) return;
-    this.timers.set(
-      name,
-      setTimeout(async () => {
-        this.timers.delete(name);
-        try {
-          await fn();
-        } catch (error) {
-          if (error.code !== undefined) this.ctx.toast(error.message, true);
-        }
-      }, delay),
-    );
+    coalesce(this.timers, name, delay, fn, (error) => this.ctx.toast(error.message, true));
   }
 
   onOpen() {

@@ -53,17 +53,8 @@ export class MessageCentre {
 
   // One read per burst of events, as app.js's refreshes do.
   later(name, delay = 60) {
-    if (this.timers.has(name)) return;
-    this.timers.set(
-      name,
-      setTimeout(async () => {
-        this.timers.delete(name);
-        try {
-          await this[`load_${name}`]();
-        } catch (error) {
-          if (error.code !== undefined) this.ctx.toast(error.message, true);
-        }
-      }, delay),
+    coalesce(this.timers, name, delay, () => this[`load_${name}`](), (error) =>
+      this.ctx.toast(error.message, true),
     );
   }
 
@@ -322,6 +313,23 @@ export class MessageCentre {
       this.ctx.toast(`Not sent: ${error.message}`, true);
     }
   }
+}
+
+// One run of `run` per burst: a call for `name` while one waits joins it.
+// A refusal from the hub (an error with a code) goes to `failed`.
+export function coalesce(timers, name, delay, run, failed) {
+  if (timers.has(name)) return;
+  timers.set(
+    name,
+    setTimeout(async () => {
+      timers.delete(name);
+      try {
+        await run();
+      } catch (error) {
+        if (error.code !== undefined) failed(error);
+      }
+    }, delay),
+  );
 }
 
 // Dates, not only times: history spans days.
